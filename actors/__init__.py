@@ -1,0 +1,1 @@
+"""Ray actors holding the service's state (registry, traffic, monitor)."""

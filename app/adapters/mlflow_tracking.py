@@ -1,0 +1,517 @@
+"""`ExperimentTracker` over MLflow's tracking store (SQLite by default, PostgreSQL by URI)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.utils.search_utils import SearchUtils
+
+from app.core.tracking import (
+    CREATED_BY_TAG,
+    DATASET_CONTEXT_TAG,
+    DESCRIPTION_TAG,
+    IDEMPOTENCY_KEY_TAG,
+    REQUEST_DIGEST_TAG,
+    USER_TAG,
+    DatasetRef,
+    Experiment,
+    MetricPoint,
+    NewExperiment,
+    Page,
+    Run,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    check_run_transition,
+)
+from app.errors import (
+    Conflict,
+    DomainError,
+    ErrorCode,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# MLflow's per-request limits for log_batch.
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_TAGS_PER_BATCH = 100
+
+
+def prepare_mlflow_store(tracking_uri: str, artifact_root: str) -> None:
+    """Create the tracking database (running MLflow's migrations) before any server uses it.
+
+    Run once, from the application builder: two processes migrating one fresh SQLite file
+    at the same time would race. Non-database URIs (a remote MLflow server) are left alone.
+    """
+    if not tracking_uri.split(":", 1)[0].startswith(("sqlite", "postgresql", "mysql", "mssql")):
+        return
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in artifact_root:
+        Path(artifact_root).mkdir(parents=True, exist_ok=True)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(tracking_uri, artifact_root)
+
+
+class MlflowExperimentTracker:
+    """Experiments and runs in MLflow, with idempotent, all-or-nothing writes.
+
+    Args:
+        tracking_uri: MLflow backend store URI (a database, or an MLflow server).
+        artifact_root: where new experiments keep their artifacts (path or s3://...).
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._artifact_root = artifact_root.rstrip("/")
+        self._locks = _KeyedLocks()
+
+    # -- experiments ------------------------------------------------------------------
+
+    def create_experiment(
+        self, new: NewExperiment, idempotency_key: str | None = None, request_digest: str = ""
+    ) -> tuple[Experiment, bool]:
+        """See `ExperimentTracker.create_experiment`."""
+        with self._locks.hold(idempotency_key):
+            if idempotency_key:
+                replay = self._experiment_by_key(idempotency_key)
+                if replay is not None:
+                    _check_same_request(replay.tags, idempotency_key, request_digest)
+                    return replay, False
+            tags = {
+                **new.tags,
+                CREATED_BY_TAG: new.created_by,
+                **({DESCRIPTION_TAG: new.description} if new.description else {}),
+                **_idempotency_tags(idempotency_key, request_digest),
+            }
+            location = f"{self._artifact_root}/{uuid.uuid4().hex}"
+            try:
+                experiment_id = self._call(
+                    lambda: self._client.create_experiment(new.name, location, tags)
+                )
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+                    raise Conflict(
+                        ErrorCode.EXPERIMENT_ALREADY_EXISTS,
+                        f"An experiment named {new.name!r} already exists (possibly deleted).",
+                        name=new.name,
+                    ) from None
+                raise
+            log.info("created experiment %s (%r) for %s", experiment_id, new.name, new.created_by)
+            return self.get_experiment(experiment_id), True
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """See `ExperimentTracker.get_experiment`."""
+        try:
+            experiment = self._call(lambda: self._client.get_experiment(experiment_id))
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise _experiment_not_found(experiment_id) from None
+            raise
+        if experiment.lifecycle_stage != "active":
+            raise _experiment_not_found(experiment_id)
+        return _experiment(experiment)
+
+    def list_experiments(
+        self, name_contains: str | None, page_size: int, page_token: str | None
+    ) -> Page[Experiment]:
+        """See `ExperimentTracker.list_experiments`."""
+        result = self._call(
+            lambda: self._client.search_experiments(
+                view_type=ViewType.ACTIVE_ONLY,
+                max_results=page_size,
+                filter_string=_name_filter(name_contains),
+                order_by=["creation_time DESC", "experiment_id DESC"],
+                page_token=page_token,
+            ),
+            search=True,
+        )
+        # MLflow's LIKE treats % and _ as wildcards; keep only true substring matches.
+        needle = (name_contains or "").lower()
+        items = tuple(_experiment(e) for e in result if needle in e.name.lower())
+        return Page(items=items, next_token=_token_text(result.token))
+
+    def _experiment_by_key(self, key: str) -> Experiment | None:
+        found = self._call(
+            lambda: self._client.search_experiments(
+                view_type=ViewType.ALL,
+                max_results=1,
+                filter_string=f"tags.`{IDEMPOTENCY_KEY_TAG}` = '{key}'",
+            )
+        )
+        return _experiment(found[0]) if found else None
+
+    # -- runs -------------------------------------------------------------------------
+
+    def log_run(
+        self,
+        experiment_id: str,
+        record: RunRecord,
+        idempotency_key: str | None = None,
+        request_digest: str | None = None,
+    ) -> tuple[Run, bool]:
+        """See `ExperimentTracker.log_run`."""
+        self.get_experiment(experiment_id)
+        with self._locks.hold(idempotency_key and f"{experiment_id}/{idempotency_key}"):
+            if idempotency_key:
+                replay = self._run_by_key(experiment_id, idempotency_key)
+                if replay is not None:
+                    _check_same_request(replay.tags, idempotency_key, request_digest or "")
+                    return replay, False
+            run_id = self._create_run(experiment_id, record, idempotency_key, request_digest)
+            try:
+                self._write(run_id, record.params, record.metrics, {})
+                self._log_datasets(run_id, record.datasets)
+                if record.status is not RunStatus.RUNNING:
+                    end_ms = record.end_ms or _now_ms()
+                    self._call(lambda: self._client.set_terminated(run_id, record.status, end_ms))
+            except BaseException:
+                self._discard(run_id)
+                raise
+            log.info(
+                "logged run %s in experiment %s for %s", run_id, experiment_id, record.created_by
+            )
+            return self.get_run(experiment_id, run_id), True
+
+    def _create_run(
+        self,
+        experiment_id: str,
+        record: RunRecord,
+        idempotency_key: str | None,
+        request_digest: str | None,
+    ) -> str:
+        tags = {
+            **record.tags,
+            USER_TAG: record.created_by,
+            CREATED_BY_TAG: record.created_by,
+            **_idempotency_tags(idempotency_key, request_digest or ""),
+        }
+        run = self._call(
+            lambda: self._client.create_run(
+                experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name
+            )
+        )
+        return str(run.info.run_id)
+
+    def update_run(self, experiment_id: str, run_id: str, update: RunUpdate) -> Run:
+        """See `ExperimentTracker.update_run`."""
+        with self._locks.hold(f"run/{run_id}"):
+            current = self.get_run(experiment_id, run_id)
+            check_run_transition(run_id, current.status, update.status)
+            self._write(run_id, update.params, update.metrics, update.tags)
+            if update.status is not None and update.status.terminal:
+                end_ms = update.end_ms or _now_ms()
+                self._call(lambda: self._client.set_terminated(run_id, update.status, end_ms))
+            return self.get_run(experiment_id, run_id)
+
+    def get_run(self, experiment_id: str, run_id: str) -> Run:
+        """See `ExperimentTracker.get_run`."""
+        self.get_experiment(experiment_id)
+        try:
+            run = self._call(lambda: self._client.get_run(run_id))
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise _run_not_found(experiment_id, run_id) from None
+            raise
+        if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+            raise _run_not_found(experiment_id, run_id)
+        return _run(run)
+
+    def search_runs(
+        self, experiment_id: str, query: RunQuery, page_size: int, page_token: str | None
+    ) -> Page[Run]:
+        """See `ExperimentTracker.search_runs`."""
+        self.get_experiment(experiment_id)
+        _check_query(query)
+        result = self._call(
+            lambda: self._client.search_runs(
+                [experiment_id],
+                filter_string=query.filter,
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=page_size,
+                order_by=list(query.order_by) or None,
+                page_token=page_token,
+            ),
+            search=True,
+        )
+        return Page(items=tuple(_run(run) for run in result), next_token=_token_text(result.token))
+
+    def metric_history(self, experiment_id: str, run_id: str, key: str) -> Sequence[MetricPoint]:
+        """See `ExperimentTracker.metric_history`."""
+        self.get_run(experiment_id, run_id)
+        history = self._call(lambda: self._client.get_metric_history(run_id, key))
+        points = [MetricPoint(m.key, m.value, m.step, m.timestamp) for m in history]
+        return sorted(points, key=lambda p: (p.step, p.timestamp_ms))
+
+    def ping(self) -> None:
+        """Touch the store cheaply; raises whatever the store raises."""
+        self._client.search_experiments(max_results=1)
+
+    def _run_by_key(self, experiment_id: str, key: str) -> Run | None:
+        found = self._call(
+            lambda: self._client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{IDEMPOTENCY_KEY_TAG}` = '{key}'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1,
+            )
+        )
+        return _run(found[0]) if found else None
+
+    def _write(
+        self,
+        run_id: str,
+        params: Mapping[str, str],
+        metrics: Sequence[MetricPoint],
+        tags: Mapping[str, str],
+    ) -> None:
+        param_list = [Param(k, v) for k, v in params.items()]
+        tag_list = [RunTag(k, v) for k, v in tags.items()]
+        metric_list = [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in metrics]
+        for start in range(0, len(param_list), _MAX_PARAMS_TAGS_PER_BATCH):
+            chunk = param_list[start : start + _MAX_PARAMS_TAGS_PER_BATCH]
+            self._log_batch(run_id, params=chunk)
+        for start in range(0, len(tag_list), _MAX_PARAMS_TAGS_PER_BATCH):
+            self._log_batch(run_id, tags=tag_list[start : start + _MAX_PARAMS_TAGS_PER_BATCH])
+        for start in range(0, len(metric_list), _MAX_METRICS_PER_BATCH):
+            self._log_batch(run_id, metrics=metric_list[start : start + _MAX_METRICS_PER_BATCH])
+
+    def _log_batch(self, run_id: str, **entities: Any) -> None:
+        try:
+            self._call(lambda: self._client.log_batch(run_id, synchronous=True, **entities))
+        except MlflowException as exc:
+            if exc.error_code == "INVALID_PARAMETER_VALUE":
+                # e.g. a param logged again with a different value: MLflow params are immutable.
+                raise InvalidInput(
+                    ErrorCode.VALIDATION_FAILED, _first_line(exc.message), run_id=run_id
+                ) from None
+            raise
+
+    def _log_datasets(self, run_id: str, datasets: Sequence[DatasetRef]) -> None:
+        if not datasets:
+            return
+        inputs = [
+            DatasetInput(
+                Dataset(d.name, d.digest, d.source_type, d.source, d.schema, d.profile),
+                [InputTag(DATASET_CONTEXT_TAG, d.context)] if d.context else [],
+            )
+            for d in datasets
+        ]
+        self._call(lambda: self._client.log_inputs(run_id, datasets=inputs))
+
+    def _discard(self, run_id: str) -> None:
+        """Remove a half-written run: hard-delete where the store can, else soft-delete."""
+        store = getattr(getattr(self._client, "_tracking_client", None), "store", None)
+        try:
+            hard_delete = getattr(store, "_hard_delete_run", None)
+            if callable(hard_delete):
+                hard_delete(run_id)
+            else:
+                self._client.delete_run(run_id)
+            log.warning("discarded half-written run %s", run_id)
+        except Exception:
+            log.exception("could not discard half-written run %s", run_id)
+
+    @staticmethod
+    def _call(fn: Callable[[], T], *, search: bool = False) -> T:
+        """Run one MLflow call, turning store outages (and, for searches, refused queries)
+        into domain errors."""
+        try:
+            return fn()
+        except DomainError:
+            raise
+        except MlflowException as exc:
+            if search and exc.error_code == "INVALID_PARAMETER_VALUE":
+                raise _refused_search(exc) from None
+            if exc.error_code in {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"} and _is_outage(exc):
+                log.exception("MLflow store unavailable")
+                raise _unavailable() from None
+            raise
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.exception("MLflow store unavailable: %s", type(exc).__name__)
+            raise _unavailable() from None
+
+
+class _KeyedLocks:
+    """One lock per key, so two identical retries in one replica cannot both create."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str | None) -> Iterator[None]:
+        if not key:
+            yield
+            return
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+def _check_query(query: RunQuery) -> None:
+    try:
+        SearchUtils.parse_search_filter(query.filter)
+    except MlflowException as exc:
+        raise InvalidInput.for_field(
+            "filter", _first_line(exc.message), location="query", code=ErrorCode.INVALID_FILTER
+        ) from None
+    for clause in query.order_by:
+        try:
+            SearchUtils.parse_order_by_for_search_runs(clause)
+        except MlflowException as exc:
+            raise InvalidInput.for_field(
+                "order_by", _first_line(exc.message), location="query"
+            ) from None
+
+
+def _refused_search(exc: MlflowException) -> InvalidInput:
+    """Name the query field MLflow refused: the page token, else the filter."""
+    message = _first_line(exc.message)
+    if "page token" in message.lower():
+        return InvalidInput.for_field(
+            "page_token",
+            "is not valid for this listing",
+            location="query",
+            code=ErrorCode.INVALID_PAGE_TOKEN,
+        )
+    return InvalidInput.for_field(
+        "filter", message, location="query", code=ErrorCode.INVALID_FILTER
+    )
+
+
+def _check_same_request(tags: Mapping[str, str], key: str, request_digest: str) -> None:
+    if tags.get(REQUEST_DIGEST_TAG, "") != request_digest:
+        raise Conflict(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "This Idempotency-Key was already used for a different request.",
+            idempotency_key=key,
+        )
+
+
+def _idempotency_tags(key: str | None, request_digest: str) -> dict[str, str]:
+    return {IDEMPOTENCY_KEY_TAG: key, REQUEST_DIGEST_TAG: request_digest} if key else {}
+
+
+def _name_filter(name_contains: str | None) -> str | None:
+    if not name_contains:
+        return None
+    quote = '"' if "'" in name_contains else "'"
+    if quote in name_contains and '"' in name_contains:
+        raise InvalidInput.for_field(
+            "name", "cannot contain both single and double quotes", location="query"
+        )
+    return f"name ILIKE {quote}%{name_contains}%{quote}"
+
+
+def _experiment(e: Any) -> Experiment:
+    return Experiment(
+        id=str(e.experiment_id),
+        name=e.name,
+        artifact_location=e.artifact_location,
+        lifecycle_stage=e.lifecycle_stage,
+        tags=dict(e.tags),
+        created_ms=e.creation_time,
+        updated_ms=e.last_update_time,
+    )
+
+
+def _run(r: Any) -> Run:
+    metric_objs = getattr(r.data, "_metric_objs", None) or [
+        Metric(k, v, 0, 0) for k, v in r.data.metrics.items()
+    ]
+    datasets = tuple(
+        DatasetRef(
+            name=i.dataset.name,
+            digest=i.dataset.digest,
+            source_type=i.dataset.source_type,
+            source=i.dataset.source,
+            schema=i.dataset.schema,
+            profile=i.dataset.profile,
+            context=next((t.value for t in i.tags if t.key == DATASET_CONTEXT_TAG), None),
+        )
+        for i in (r.inputs.dataset_inputs if r.inputs else [])
+    )
+    return Run(
+        id=r.info.run_id,
+        experiment_id=r.info.experiment_id,
+        name=r.info.run_name,
+        status=RunStatus(r.info.status),
+        start_ms=r.info.start_time,
+        end_ms=r.info.end_time,
+        params=dict(r.data.params),
+        metrics={m.key: MetricPoint(m.key, m.value, m.step, m.timestamp) for m in metric_objs},
+        tags=dict(r.data.tags),
+        datasets=datasets,
+        artifact_uri=r.info.artifact_uri,
+        user=r.info.user_id or None,
+    )
+
+
+def _is_outage(exc: MlflowException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("operationalerror", "locked", "could not connect", "timeout"))
+
+
+def _token_text(token: str | bytes | None) -> str | None:
+    """MLflow's continuation token (bytes from some stores) as text; None at the end."""
+    if not token:
+        return None
+    return token.decode("ascii") if isinstance(token, bytes) else token
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:500] if text.strip() else "invalid value"
+
+
+def _experiment_not_found(experiment_id: str) -> NotFound:
+    return NotFound(
+        ErrorCode.EXPERIMENT_NOT_FOUND,
+        f"No experiment with id {experiment_id!r}.",
+        experiment_id=experiment_id,
+    )
+
+
+def _run_not_found(experiment_id: str, run_id: str) -> NotFound:
+    return NotFound(
+        ErrorCode.RUN_NOT_FOUND,
+        f"No run {run_id!r} in experiment {experiment_id!r}.",
+        experiment_id=experiment_id,
+        run_id=run_id,
+    )
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,101 @@
+"""Typed dependencies: handler signatures say what they need."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+from pydantic import BaseModel
+
+from app.core.access import Principal
+from app.errors import InvalidInput
+from app.ports import ExperimentTracker, HealthProbe
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What handlers need to know about where they are served."""
+
+    api_base: str
+    mlflow_prefix: str
+    default_page_size: int
+    max_page_size: int
+
+
+def _tracker(request: Request) -> ExperimentTracker:
+    tracker: ExperimentTracker = request.app.state.tracker
+    return tracker
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+def _probes(request: Request) -> tuple[HealthProbe, ...]:
+    probes: tuple[HealthProbe, ...] = request.app.state.probes
+    return probes
+
+
+Tracker = Annotated[ExperimentTracker, Depends(_tracker)]
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+Context = Annotated[ApiContext, Depends(_context)]
+Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[A-Za-z0-9_.:\-]{1,128}$",
+        description=(
+            "Makes a retry safe: the same key with the same body returns the first result "
+            "(200, `Idempotency-Replayed: true`); with a different body, 409."
+        ),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """A validated page size and the caller's page token."""
+
+    size: int
+    token: str | None
+
+
+def _page(
+    context: Context,
+    page_size: Annotated[
+        int | None, Query(ge=1, description="Items per page (default 50, at most 500).")
+    ] = None,
+    page_token: Annotated[
+        str | None, Query(max_length=4096, description="`next_page_token` of the previous page.")
+    ] = None,
+) -> PageRequest:
+    size = page_size or context.default_page_size
+    if size > context.max_page_size:
+        raise InvalidInput.for_field(
+            "page_size", f"must be at most {context.max_page_size}", location="query"
+        )
+    return PageRequest(size=size, token=page_token or None)
+
+
+PageParams = Annotated[PageRequest, Depends(_page)]
+
+
+def request_digest(body: BaseModel, *scope: Any) -> str:
+    """A digest of a validated request, to tell a retry from a different request."""
+    canonical = json.dumps(
+        [body.model_dump(mode="json", by_alias=True), *map(str, scope)],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,0 +1,123 @@
+"""Builds the FastAPI application of the ML Service from settings and its ports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api.deps import ApiContext
+from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from app.api.request_context import RequestContextMiddleware
+from app.api.routers import experiments, health, runs
+from app.api.security import SECURITY_SCHEME
+from app.core.access import TokenBook
+from app.ports import ExperimentTracker, HealthProbe
+from app.settings import Settings
+
+API_VERSION = "1.0.0"
+
+_DESCRIPTION = """\
+The MLOps backend of the ML platform: experiments and runs over MLflow (more to come:
+registry, training, serving, features, monitoring).
+
+**Authentication.** Send `Authorization: Bearer <token>`. Reads need the `viewer` role,
+writes `engineer`; `approver` and `admin` exist for the lifecycle. On a development start
+without configured tokens the service writes an admin token to `<data_dir>/admin.token`.
+
+**Errors.** Every error is `application/problem+json` (RFC 9457) with a stable `code`
+and the `request_id` that is also in the `x-request-id` header.
+
+**Pagination.** Listings return `next_page_token`; pass it back as `page_token` with the
+same query. **Retries.** Creation endpoints accept an `Idempotency-Key` header.
+
+**MLflow.** The MLflow tracking server and UI are served at `/mlflow` (same tokens:
+`MLFLOW_TRACKING_TOKEN=<token>` for the Python client).
+"""
+
+
+def create_api(
+    settings: Settings,
+    tracker: ExperimentTracker,
+    probes: Sequence[HealthProbe],
+    *,
+    echo_request_id: bool = True,
+) -> FastAPI:
+    """The API application.
+
+    Args:
+        settings: resolved settings (see `load_settings`).
+        tracker: the experiment tracker port.
+        probes: components reported by `/health`.
+        echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
+            which adds it itself.
+    """
+    app = FastAPI(
+        title="ML Service",
+        version=API_VERSION,
+        description=_DESCRIPTION,
+        openapi_tags=[
+            {"name": "experiments", "description": "Experiments in the MLflow tracking store."},
+            {"name": "runs", "description": "Runs: log, search, compare."},
+            {"name": "health", "description": "Liveness and readiness."},
+        ],
+    )
+    app.state.tracker = tracker
+    app.state.probes = tuple(probes)
+    app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
+    app.state.context = ApiContext(
+        api_base=settings.api.base_path,
+        mlflow_prefix=settings.mlflow.ui_prefix,
+        default_page_size=settings.api.default_page_size,
+        max_page_size=settings.api.max_page_size,
+    )
+    install_problem_handlers(app)
+    for module in (experiments, runs, health):
+        app.include_router(module.router, prefix=settings.api.base_path)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.api.max_body_bytes,
+        echo_request_id=echo_request_id,
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the bearer scheme and errors as problem+json."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    schema.setdefault("components", {})["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A service token (HTTP Basic with the token as password also works).",
+        }
+    }
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                _as_problem(status, response)
+    app.openapi_schema = schema
+    return schema
+
+
+def _as_problem(status: str, response: dict[str, Any]) -> None:
+    """Errors are served as problem+json: move FastAPI's JSON schema there."""
+    content = response.get("content", {})
+    if not status.isdigit() or int(status) < 400 or "application/json" not in content:
+        return
+    plain = content.pop("application/json")
+    if int(status) == 503 and PROBLEM_MEDIA_TYPE not in content:
+        content["application/json"] = plain  # the health report is plain JSON
+        return
+    content.setdefault(PROBLEM_MEDIA_TYPE, {}).setdefault("schema", plain.get("schema"))

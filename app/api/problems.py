@@ -1,0 +1,221 @@
+"""Errors as RFC 9457 `application/problem+json`: the only place that knows HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.schemas.common import FieldErrorOut, Problem
+from app.errors import DomainError, ErrorCode, FieldError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+STATUS_BY_CATEGORY: Mapping[str, int] = {
+    "invalid_input": 422,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "unavailable": 503,
+    "internal": 500,
+}
+
+_STATUS_CODES: Mapping[int, ErrorCode] = {
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.ROUTE_NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.VALIDATION_FAILED,
+    503: ErrorCode.BACKEND_UNAVAILABLE,
+}
+
+_INTERNAL_DETAIL = "An internal error occurred; quote the request_id when reporting it."
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain error."""
+    return STATUS_BY_CATEGORY[error.category]
+
+
+def problem_body(
+    *,
+    code: ErrorCode,
+    status: int,
+    detail: str,
+    instance: str,
+    request_id: str,
+    field_errors: Iterable[FieldError] = (),
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of a problem response."""
+    errors = [
+        FieldErrorOut(field=e.field, location=e.location, message=e.message, type=e.kind)
+        for e in field_errors
+    ]
+    problem = Problem(
+        type=f"urn:ml-service:problem:{code.value}",
+        title=code.value.replace("_", " ").capitalize(),
+        status=status,
+        detail=detail,
+        instance=instance,
+        code=code,
+        request_id=request_id,
+        errors=errors or None,
+        context=dict(context) if context else None,
+    )
+    return problem.model_dump(mode="json", exclude_none=True)
+
+
+def problem_response(
+    request: Request,
+    *,
+    code: ErrorCode,
+    status: int,
+    detail: str,
+    field_errors: Iterable[FieldError] = (),
+    context: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A problem response for `request`."""
+    body = problem_body(
+        code=code,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        request_id=request_id_of(request),
+        field_errors=field_errors,
+        context=context,
+    )
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def request_id_of(request: Request) -> str:
+    """The id the request-context middleware gave this request."""
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": 'Bearer realm="ml-service"'} if status == 401 else None
+    if status >= 500:
+        log.warning("%s: %s", exc.code.value, exc.message)
+    return problem_response(
+        request,
+        code=exc.code,
+        status=status,
+        detail=exc.message,
+        field_errors=exc.field_errors,
+        context=exc.context,
+        headers=headers,
+    )
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    field_errors = tuple(_field_error(e) for e in exc.errors())
+    first = field_errors[0] if field_errors else FieldError("body", "invalid request")
+    detail = f"{first.field}: {first.message}"
+    if len(field_errors) > 1:
+        detail += f" (and {len(field_errors) - 1} more)"
+    return problem_response(
+        request,
+        code=ErrorCode.VALIDATION_FAILED,
+        status=422,
+        detail=detail,
+        field_errors=field_errors,
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, ErrorCode.INTERNAL)
+    detail = exc.detail if isinstance(exc.detail, str) else code.value
+    if exc.status_code == 404:
+        detail = f"No route {request.method} {request.url.path}."
+    return problem_response(
+        request, code=code, status=exc.status_code, detail=detail, headers=exc.headers
+    )
+
+
+def internal_error_body(instance: str, request_id: str) -> dict[str, Any]:
+    """The body of a 500: generic on purpose, the trace goes to the log."""
+    return problem_body(
+        code=ErrorCode.INTERNAL,
+        status=500,
+        detail=_INTERNAL_DETAIL,
+        instance=instance,
+        request_id=request_id,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error the app can raise as problem+json."""
+    app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+
+
+def _field_error(error: Mapping[str, Any]) -> FieldError:
+    loc = [str(part) for part in error.get("loc", ())]
+    location = loc[0] if loc and loc[0] in {"body", "query", "path", "header", "cookie"} else "body"
+    parts = loc[1:] if loc and loc[0] == location else loc
+    field = ".".join(parts) or location
+    return FieldError(
+        field=field,
+        message=str(error.get("msg", "invalid")),
+        location=location,
+        kind=str(error.get("type", "invalid")),
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, with examples."""
+    return {status: _documented(status) for status in statuses}
+
+
+_EXAMPLES: Mapping[int, tuple[ErrorCode, str]] = {
+    401: (ErrorCode.UNAUTHENTICATED, "This endpoint needs a bearer token (Authorization header)."),
+    403: (ErrorCode.FORBIDDEN, "This action needs the 'engineer' role."),
+    404: (ErrorCode.EXPERIMENT_NOT_FOUND, "No experiment with id '42'."),
+    409: (ErrorCode.EXPERIMENT_ALREADY_EXISTS, "An experiment named 'churn' already exists."),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, "The request body is over 16777216 bytes."),
+    422: (ErrorCode.VALIDATION_FAILED, "name: String should have at least 1 character"),
+    503: (ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."),
+}
+_DESCRIPTIONS: Mapping[int, str] = {
+    401: "No bearer token, or an unknown one.",
+    403: "The token's roles do not allow this.",
+    404: "The resource does not exist.",
+    409: "Conflicts with the current state.",
+    413: "The body is too large.",
+    422: "A field is invalid; `errors` lists every failing field.",
+    503: "A backend is unavailable; retry.",
+}
+
+
+def _documented(status: int) -> dict[str, Any]:
+    code, detail = _EXAMPLES[status]
+    example = problem_body(
+        code=code,
+        status=status,
+        detail=detail,
+        instance="/api/v1/ml/experiments/42",
+        request_id="5f0c6f3e-8a9e-4a43-9d55-2f0f3b8f6a11",
+        field_errors=(FieldError("name", detail.split(": ", 1)[-1]),) if status == 422 else (),
+    )
+    return {
+        "model": Problem,
+        "description": _DESCRIPTIONS[status],
+        "content": {PROBLEM_MEDIA_TYPE: {"example": example}},
+    }

@@ -1,0 +1,91 @@
+"""Start-up preparation, run by the application builders before any replica starts.
+
+Creates the data directory, migrates the MLflow database once, and, on a development
+start with no token configured, generates an admin token into the data directory (an
+owner-only file, as Jupyter does) and says where it is. The token itself is never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from app.adapters.mlflow_tracking import prepare_mlflow_store
+from app.core.access import Role, mint_token, token_digest
+from app.settings import Settings, SettingsError, TokenEntry
+
+BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
+
+
+def prepare(settings: Settings, *, announce: bool = False) -> Settings:
+    """Prepare the stores and credentials; return settings that carry the token hashes.
+
+    Args:
+        settings: resolved settings.
+        announce: print where the bootstrap admin token is (once per start).
+
+    Raises:
+        SettingsError: no token is configured and bootstrapping one is disabled.
+    """
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _exclusive(data_dir / ".prepare.lock"):
+        assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root  # resolved
+        prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
+        if settings.auth.tokens:
+            return settings
+        if not settings.auth.bootstrap_admin_token:
+            raise SettingsError(
+                "auth.tokens is empty and auth.bootstrap_admin_token is off: configure at "
+                "least one token (mint one with `python -m app.tokens --role admin`)"
+            )
+        token_file = settings.auth.admin_token_file or data_dir / "admin.token"
+        digest = _ensure_token_file(token_file)
+    if announce:
+        _announce(token_file)
+    entry = TokenEntry(name=BOOTSTRAP_TOKEN_NAME, roles=(Role.ADMIN,), sha256=digest)
+    auth = settings.auth.model_copy(update={"tokens": (entry,)})
+    return settings.model_copy(update={"auth": auth})
+
+
+def _ensure_token_file(path: Path) -> str:
+    """The digest of the token in `path`, creating the file (mode 0600) if it is missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(mint_token() + "\n")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    token = path.read_text().strip()
+    if not token:
+        raise SettingsError(f"{path}: the admin token file is empty; delete it to regenerate")
+    return token_digest(token)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _announce(token_file: Path) -> None:
+    sys.stderr.write(
+        "\n"
+        "    ML Service admin token (role: admin) is in an owner-only file:\n"
+        f"        {token_file}\n"
+        "    Use it with:\n"
+        f"        export ML_TOKEN=$(cat {token_file})\n"
+        '        curl -H "Authorization: Bearer $ML_TOKEN" '
+        "http://127.0.0.1:8000/api/v1/ml/experiments\n"
+        "        export MLFLOW_TRACKING_TOKEN=$ML_TOKEN   # for the MLflow client at /mlflow\n\n"
+    )
+    sys.stderr.flush()

@@ -1,0 +1,140 @@
+"""Domain errors: a closed code enum, grouped by category, picklable across Ray.
+
+Only the API layer knows HTTP; it maps each category to a status in one table
+(`app.api.problems`). Errors raised inside a deployment or an actor cross a Ray
+handle, and Ray re-raises them as a subclass of the original class, so every
+error here must survive pickling with its code and context intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Stable, documented error codes. Clients switch on these, never on messages."""
+
+    VALIDATION_FAILED = "validation_failed"
+    INVALID_PAGE_TOKEN = "invalid_page_token"
+    INVALID_FILTER = "invalid_filter"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    ROUTE_NOT_FOUND = "route_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    EXPERIMENT_NOT_FOUND = "experiment_not_found"
+    RUN_NOT_FOUND = "run_not_found"
+    EXPERIMENT_ALREADY_EXISTS = "experiment_already_exists"
+    RUN_ALREADY_TERMINATED = "run_already_terminated"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    INTERNAL = "internal_error"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failing input field: where it is, what is wrong, and a machine-readable kind."""
+
+    field: str
+    message: str
+    location: str = "body"
+    kind: str = "invalid"
+
+
+class DomainError(Exception):
+    """Base of every error the service raises on purpose.
+
+    Args:
+        code: the stable code clients switch on.
+        message: a human sentence; safe to show to the caller.
+        field_errors: the failing input fields, for input errors.
+        **context: identifiers that explain the error (ids, names); shown to the caller.
+    """
+
+    category = "internal"
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field_errors: tuple[FieldError, ...] = (),
+        **context: Any,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field_errors = field_errors
+        self.context: Mapping[str, Any] = dict(context)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.code, self.message, self.field_errors, self.context))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value!r}, {self.message!r})"
+
+
+def _rebuild(
+    cls: type[DomainError],
+    code: ErrorCode,
+    message: str,
+    field_errors: tuple[FieldError, ...],
+    context: Mapping[str, Any],
+) -> DomainError:
+    return cls(code, message, field_errors=field_errors, **context)
+
+
+class InvalidInput(DomainError):
+    """The request is well-formed HTTP but its content is wrong."""
+
+    category = "invalid_input"
+
+    @classmethod
+    def for_field(
+        cls, field: str, message: str, *, location: str = "body", code: ErrorCode | None = None
+    ) -> InvalidInput:
+        """An input error about exactly one field."""
+        return cls(
+            code or ErrorCode.VALIDATION_FAILED,
+            f"{field}: {message}",
+            field_errors=(FieldError(field=field, message=message, location=location),),
+        )
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that match no known token."""
+
+    category = "unauthenticated"
+
+
+class Forbidden(DomainError):
+    """Authenticated, but the caller's roles do not allow this action."""
+
+    category = "forbidden"
+
+
+class NotFound(DomainError):
+    """The addressed resource does not exist."""
+
+    category = "not_found"
+
+
+class Conflict(DomainError):
+    """The request contradicts the current state (duplicate, illegal transition)."""
+
+    category = "conflict"
+
+
+class PayloadTooLarge(DomainError):
+    """The request body exceeds the configured limit."""
+
+    category = "payload_too_large"
+
+
+class Unavailable(DomainError):
+    """A backend the service depends on cannot be reached right now; retrying may help."""
+
+    category = "unavailable"
