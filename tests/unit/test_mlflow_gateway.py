@@ -1,0 +1,110 @@
+"""The gateway's own logic (paths, access) in front of a recording ASGI app.
+
+The same gateway runs in front of MLflow's real server in tests/integration and tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from app.api.mlflow_gateway import MlflowGateway
+from app.core.access import Role, TokenBook, mint_token, token_digest
+
+TOKENS = {role: mint_token() for role in Role}
+BOOK = TokenBook.of((f"{r}-user", [r], token_digest(t)) for r, t in TOKENS.items())
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def call(
+    method: str, path: str, *, root_path: str = "/mlflow", authorization: str | None = None
+) -> tuple[Recorder, list[dict[str, Any]]]:
+    recorder = Recorder()
+    gateway = MlflowGateway(recorder, prefix="/mlflow", token_book=BOOK)
+    headers = [(b"x-request-id", b"req-1")]
+    if authorization:
+        headers.append((b"authorization", authorization.encode()))
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": root_path,
+        "headers": headers,
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(gateway(scope, receive, send))
+    return recorder, sent
+
+
+def bearer(role: Role) -> str:
+    return f"Bearer {TOKENS[role]}"
+
+
+def test_mlflow_gets_the_full_path_and_no_root_path() -> None:
+    recorder, sent = call(
+        "POST", "/mlflow/api/2.0/mlflow/runs/search", authorization=bearer(Role.VIEWER)
+    )
+    assert sent[0]["status"] == 200
+    (scope,) = recorder.scopes
+    assert scope["path"] == "/mlflow/api/2.0/mlflow/runs/search"
+    assert scope["root_path"] == ""
+    assert scope["raw_path"] == b"/mlflow/api/2.0/mlflow/runs/search"
+
+
+def test_a_stripped_path_gets_its_prefix_back() -> None:
+    recorder, _ = call("GET", "/static-files/app.js", root_path="")
+    assert recorder.scopes[0]["path"] == "/mlflow/static-files/app.js"
+
+
+@pytest.mark.parametrize(
+    "path", ["/mlflow", "/mlflow/", "/mlflow/static-files/x.js", "/mlflow/health"]
+)
+def test_the_ui_shell_is_public(path: str) -> None:
+    recorder, sent = call("GET", path)
+    assert sent[0]["status"] == 200 and recorder.scopes
+
+
+def test_data_needs_a_token_and_the_challenge_lets_browsers_ask() -> None:
+    recorder, sent = call("GET", "/mlflow/ajax-api/2.0/mlflow/experiments/get")
+    assert recorder.scopes == []
+    start, body = sent
+    assert start["status"] == 401
+    headers = dict(start["headers"])
+    assert headers[b"www-authenticate"].startswith(b"Basic ")
+    assert headers[b"content-type"] == b"application/problem+json"
+    problem = json.loads(body["body"])
+    assert problem["code"] == "unauthenticated" and problem["request_id"] == "req-1"
+
+
+def test_basic_auth_with_the_token_as_password() -> None:
+    basic = "Basic " + base64.b64encode(f"anyone:{TOKENS[Role.VIEWER]}".encode()).decode()
+    recorder, sent = call("GET", "/mlflow/ajax-api/2.0/mlflow/experiments/get", authorization=basic)
+    assert sent[0]["status"] == 200 and recorder.scopes
+
+
+def test_viewers_read_engineers_write() -> None:
+    create = "/mlflow/api/2.0/mlflow/runs/create"
+    recorder, sent = call("POST", create, authorization=bearer(Role.VIEWER))
+    assert sent[0]["status"] == 403 and recorder.scopes == []
+    recorder, sent = call("POST", create, authorization=bearer(Role.ENGINEER))
+    assert sent[0]["status"] == 200 and recorder.scopes
