@@ -78,9 +78,25 @@ class MlflowExperimentTracker:
     """
 
     def __init__(self, tracking_uri: str, artifact_root: str) -> None:
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._tracking_uri = tracking_uri
         self._artifact_root = artifact_root.rstrip("/")
         self._locks = _KeyedLocks()
+        self._connect_lock = threading.Lock()
+        self._connected: MlflowClient | None = None
+
+    @property
+    def _client(self) -> MlflowClient:
+        """MLflow's client, connected on first use: a store that is down at start-up makes
+        requests answer 503 (and /health say so) instead of failing the replica."""
+        if self._connected is None:
+            with self._connect_lock:
+                if self._connected is None:
+                    try:
+                        self._connected = MlflowClient(self._tracking_uri, self._tracking_uri)
+                    except Exception:
+                        log.exception("cannot open the MLflow tracking store")
+                        raise _unavailable() from None
+        return self._connected
 
     # -- experiments ------------------------------------------------------------------
 

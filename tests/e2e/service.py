@@ -1,0 +1,94 @@
+"""Start and stop the service exactly as the README does (`scripts/serve`), on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """One `scripts/serve` process group, with its own port and data directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = workdir / "data"
+        self.config = workdir / "serve_config.yaml"
+        text = (ROOT / "serve_config.yaml").read_text()
+        self.config.write_text(text.replace("port: 8000", f"port: {self.port}"))
+        self.log_path = workdir / "serve.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, extra_env: dict[str, str] | None = None, timeout_s: float = 300) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "RAY_"))}
+        env.update({"ML_DATA_DIR": str(self.data_dir), **(extra_env or {})})
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [str(ROOT / "scripts" / "serve"), str(self.config)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, stopped like Ctrl-C would
+        )
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        paths = ["/api/v1/ml/health", "/mlflow/health"]
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"scripts/serve exited early:\n{self.log()[-5000:]}")
+            try:
+                if all(httpx.get(self.url + p, timeout=5).status_code == 200 for p in paths):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        self.stop()
+        raise TimeoutError(f"service not ready after {timeout_s}s:\n{self.log()[-5000:]}")
+
+    def stop(self, timeout_s: float = 90) -> None:
+        """Ctrl-C to the whole process group, then SIGKILL if it lingers."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _group_alive(process.pid):
+            time.sleep(0.5)
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,92 @@
+"""Integration tests: real MLflow on SQLite in a temp dir, one real local Ray per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.adapters.health_probes import ArtifactStoreProbe, MlflowStoreProbe
+from app.adapters.mlflow_tracking import MlflowExperimentTracker, prepare_mlflow_store
+from app.api.factory import create_api
+from app.settings import Settings
+from tests.unit.api_fixtures import Tokens, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated MLflow database per session (migrations take seconds); tests copy it."""
+    directory = tmp_path_factory.mktemp("mlflow-template")
+    prepare_mlflow_store(f"sqlite:///{directory / 'mlflow.db'}", str(directory / "artifacts"))
+    return directory / "mlflow.db"
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    return Tokens()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tokens: Tokens, mlflow_template: Path) -> Settings:
+    data = tmp_path / "data"
+    (data / "mlflow" / "artifacts").mkdir(parents=True)
+    shutil.copy(mlflow_template, data / "mlflow" / "mlflow.db")
+    return settings_for(data, tokens)
+
+
+def make_tracker(
+    settings: Settings, cls: type[MlflowExperimentTracker] = MlflowExperimentTracker
+) -> MlflowExperimentTracker:
+    assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root
+    return cls(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
+
+
+def make_client(settings: Settings, tracker: Any, **kwargs: Any) -> TestClient:
+    probes = (MlflowStoreProbe(tracker.ping), ArtifactStoreProbe(settings.mlflow.artifact_root))
+    return TestClient(create_api(settings, tracker, probes), **kwargs)
+
+
+@pytest.fixture
+def tracker(settings: Settings) -> MlflowExperimentTracker:
+    return make_tracker(settings)
+
+
+@pytest.fixture
+def client(settings: Settings, tracker: MlflowExperimentTracker) -> TestClient:
+    return make_client(settings, tracker)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray per test session, in a private temp dir (never a stale cluster)."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="ray-it-", dir="/tmp")
+    ray.init(
+        address="local",
+        num_cpus=4,  # logical slots above the 2 physical cores: replicas idle most of the time
+        include_dashboard=False,
+        _temp_dir=temp_dir,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""The Serve applications built by the builders, on a real local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+import ray
+from mlflow.exceptions import MlflowException
+
+from app.core.access import Role
+from app.errors import Conflict, ErrorCode, NotFound
+from deployments.builder import AppArgs, build_ml_app, build_mlflow_app
+from tests.integration.conftest import free_port
+from tests.unit.api_fixtures import CONFIGS, Tokens
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASE = "/api/v1/ml"
+
+
+@ray.remote
+def raise_not_found() -> None:
+    raise NotFound(ErrorCode.EXPERIMENT_NOT_FOUND, "gone", experiment_id="7")
+
+
+@ray.remote
+class Refuser:
+    def refuse(self) -> None:
+        raise Conflict(ErrorCode.EXPERIMENT_ALREADY_EXISTS, "taken", name="churn")
+
+
+def test_domain_errors_keep_their_class_and_code_across_ray(ray_cluster: None) -> None:
+    with pytest.raises(NotFound) as from_task:
+        ray.get(raise_not_found.remote())
+    assert from_task.value.code is ErrorCode.EXPERIMENT_NOT_FOUND
+    assert from_task.value.context == {"experiment_id": "7"}
+    actor = Refuser.remote()  # type: ignore[attr-defined]
+    with pytest.raises(Conflict) as from_actor:
+        ray.get(actor.refuse.remote())
+    assert from_actor.value.code is ErrorCode.EXPERIMENT_ALREADY_EXISTS
+    ray.kill(actor)
+
+
+@pytest.fixture(scope="module")
+def served(
+    ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Tokens]]:
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    tokens = Tokens()
+    data = tmp_path_factory.mktemp("served") / "data"
+    env = {"ML_DATA_DIR": str(data), "ML_AUTH__TOKENS": json.dumps(tokens.entries())}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        args = AppArgs(config_dir=str(CONFIGS))
+        serve.run(build_ml_app(args), name="ml", route_prefix="/")
+        serve.run(build_mlflow_app(args), name="mlflow", route_prefix="/mlflow")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        yield f"http://127.0.0.1:{port}", tokens
+    finally:
+        serve.shutdown()
+
+
+def test_errors_cross_a_serve_handle(served: tuple[str, Tokens]) -> None:
+    from ray import serve
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+    class Failing:
+        def __call__(self) -> None:
+            raise NotFound(ErrorCode.RUN_NOT_FOUND, "no run", run_id="r1")
+
+    handle = serve.run(Failing.bind(), name="failing", route_prefix=None)
+    try:
+        with pytest.raises(NotFound) as caught:
+            handle.remote().result(timeout_s=60)
+        assert caught.value.code is ErrorCode.RUN_NOT_FOUND
+    finally:
+        serve.delete("failing")
+
+
+def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
+    url, tokens = served
+    with httpx.Client(base_url=url, timeout=60) as http:
+        health = http.get(f"{BASE}/health")
+        assert health.status_code == 200, health.text
+        components = {c["name"]: c["status"] for c in health.json()["components"]}
+        assert components == {"ray": "ok", "mlflow_store": "ok", "artifact_store": "ok"}
+
+        created = http.post(
+            f"{BASE}/experiments", json={"name": "served"}, headers=tokens.header(Role.ENGINEER)
+        )
+        assert created.status_code == 201, created.text
+        assert len(created.headers.get_list("x-request-id")) == 1
+
+        refused = http.get(
+            f"{BASE}/experiments/999",
+            headers={**tokens.header(Role.VIEWER), "x-request-id": "trace-abc"},
+        )
+        assert refused.status_code == 404
+        assert refused.headers.get_list("x-request-id") == ["trace-abc"]
+        assert refused.json()["request_id"] == "trace-abc"
+        assert http.get("/docs").status_code == 200
+        assert f"{BASE}/experiments" in http.get("/openapi.json").json()["paths"]
+
+
+def test_mlflow_inside_ray_behind_the_tokens(
+    served: tuple[str, Tokens], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url, tokens = served
+    page = httpx.get(f"{url}/mlflow/", timeout=60)
+    assert page.status_code == 200 and "<title>MLflow</title>" in page.text
+
+    mlflow.set_tracking_uri(f"{url}/mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    with pytest.raises(MlflowException, match="401"):
+        mlflow.MlflowClient().search_experiments()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens.by_role[Role.ENGINEER])
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("from-notebook")
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "accuracy", 0.9)
+    artifact = tmp_path / "notes.txt"
+    artifact.write_text("hello")
+    client.log_artifact(run.info.run_id, str(artifact))
+    client.set_terminated(run.info.run_id)
+
+    viewer = tokens.header(Role.VIEWER)
+    runs = httpx.get(f"{url}{BASE}/experiments/{experiment_id}/runs", headers=viewer).json()
+    assert [r["metrics"]["accuracy"]["value"] for r in runs["items"]] == [0.9]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["notes.txt"]
