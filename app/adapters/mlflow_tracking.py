@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchUtils
 
+from app.core.batching import pack
 from app.core.tracking import (
     CREATED_BY_TAG,
     DATASET_CONTEXT_TAG,
@@ -47,10 +49,6 @@ from app.errors import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# MLflow's per-request limits for log_batch.
-_MAX_METRICS_PER_BATCH = 1000
-_MAX_PARAMS_TAGS_PER_BATCH = 100
-
 
 def prepare_mlflow_store(tracking_uri: str, artifact_root: str) -> None:
     """Create the tracking database (running MLflow's migrations) before any server uses it.
@@ -67,6 +65,18 @@ def prepare_mlflow_store(tracking_uri: str, artifact_root: str) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     SqlAlchemyStore(tracking_uri, artifact_root)
+    if tracking_uri.startswith("sqlite:///"):
+        _use_write_ahead_log(Path(tracking_uri.removeprefix("sqlite:///")))
+
+
+def _use_write_ahead_log(database: Path) -> None:
+    """Switch the SQLite file to WAL mode (persistent): the ingress and MLflow's server write
+    it from two processes, and WAL lets readers proceed during a write and makes each commit
+    one append instead of a journal rewrite."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
 
 
 class MlflowExperimentTracker:
@@ -183,9 +193,9 @@ class MlflowExperimentTracker:
         request_digest: str | None = None,
     ) -> tuple[Run, bool]:
         """See `ExperimentTracker.log_run`."""
-        self.get_experiment(experiment_id)
         with self._locks.hold(idempotency_key and f"{experiment_id}/{idempotency_key}"):
             if idempotency_key:
+                self.get_experiment(experiment_id)
                 replay = self._run_by_key(experiment_id, idempotency_key)
                 if replay is not None:
                     _check_same_request(replay.tags, idempotency_key, request_digest or "")
@@ -203,7 +213,7 @@ class MlflowExperimentTracker:
             log.info(
                 "logged run %s in experiment %s for %s", run_id, experiment_id, record.created_by
             )
-            return self.get_run(experiment_id, run_id), True
+            return self._read_run(experiment_id, run_id), True
 
     def _create_run(
         self,
@@ -218,11 +228,17 @@ class MlflowExperimentTracker:
             CREATED_BY_TAG: record.created_by,
             **_idempotency_tags(idempotency_key, request_digest or ""),
         }
-        run = self._call(
-            lambda: self._client.create_run(
-                experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name
+        try:
+            run = self._call(
+                lambda: self._client.create_run(
+                    experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name
+                )
             )
-        )
+        except MlflowException as exc:
+            # MLflow checks the experiment exists and is active as part of the write.
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise _experiment_not_found(experiment_id) from None
+            raise
         return str(run.info.run_id)
 
     def update_run(self, experiment_id: str, run_id: str, update: RunUpdate) -> Run:
@@ -234,11 +250,15 @@ class MlflowExperimentTracker:
             if update.status is not None and update.status.terminal:
                 end_ms = update.end_ms or _now_ms()
                 self._call(lambda: self._client.set_terminated(run_id, update.status, end_ms))
-            return self.get_run(experiment_id, run_id)
+            return self._read_run(experiment_id, run_id)
 
     def get_run(self, experiment_id: str, run_id: str) -> Run:
         """See `ExperimentTracker.get_run`."""
         self.get_experiment(experiment_id)
+        return self._read_run(experiment_id, run_id)
+
+    def _read_run(self, experiment_id: str, run_id: str) -> Run:
+        """A run of an experiment already known to exist."""
         try:
             run = self._call(lambda: self._client.get_run(run_id))
         except MlflowException as exc:
@@ -297,16 +317,18 @@ class MlflowExperimentTracker:
         metrics: Sequence[MetricPoint],
         tags: Mapping[str, str],
     ) -> None:
-        param_list = [Param(k, v) for k, v in params.items()]
-        tag_list = [RunTag(k, v) for k, v in tags.items()]
-        metric_list = [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in metrics]
-        for start in range(0, len(param_list), _MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = param_list[start : start + _MAX_PARAMS_TAGS_PER_BATCH]
-            self._log_batch(run_id, params=chunk)
-        for start in range(0, len(tag_list), _MAX_PARAMS_TAGS_PER_BATCH):
-            self._log_batch(run_id, tags=tag_list[start : start + _MAX_PARAMS_TAGS_PER_BATCH])
-        for start in range(0, len(metric_list), _MAX_METRICS_PER_BATCH):
-            self._log_batch(run_id, metrics=metric_list[start : start + _MAX_METRICS_PER_BATCH])
+        batches = pack(
+            [Param(k, v) for k, v in params.items()],
+            [RunTag(k, v) for k, v in tags.items()],
+            [Metric(m.key, m.value, m.timestamp_ms, m.step) for m in metrics],
+        )
+        for batch in batches:
+            self._log_batch(
+                run_id,
+                params=list(batch.params),
+                tags=list(batch.tags),
+                metrics=list(batch.metrics),
+            )
 
     def _log_batch(self, run_id: str, **entities: Any) -> None:
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +28,11 @@ pytestmark = pytest.mark.integration
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated MLflow database per session (migrations take seconds); tests copy it."""
     directory = tmp_path_factory.mktemp("mlflow-template")
-    prepare_mlflow_store(f"sqlite:///{directory / 'mlflow.db'}", str(directory / "artifacts"))
-    return directory / "mlflow.db"
+    database = directory / "mlflow.db"
+    prepare_mlflow_store(f"sqlite:///{database}", str(directory / "artifacts"))
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the file, safe to copy
+    return database
 
 
 @pytest.fixture
