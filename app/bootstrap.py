@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.adapters.mlflow_tracking import prepare_mlflow_store
+from app.adapters.mlflow_store import prepare_mlflow_store
 from app.core.access import Role, mint_token, token_digest
 from app.settings import Settings, SettingsError, TokenEntry
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from mlflow import MlflowClient
@@ -17,6 +14,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchUtils
 
+from app.adapters.keyed_locks import KeyedLocks
+from app.adapters.mlflow_mapping import experiment_of, run_of, token_text
 from app.core.batching import pack
 from app.core.tracking import (
     CREATED_BY_TAG,
@@ -50,35 +49,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def prepare_mlflow_store(tracking_uri: str, artifact_root: str) -> None:
-    """Create the tracking database (running MLflow's migrations) before any server uses it.
-
-    Run once, from the application builder: two processes migrating one fresh SQLite file
-    at the same time would race. Non-database URIs (a remote MLflow server) are left alone.
-    """
-    if not tracking_uri.split(":", 1)[0].startswith(("sqlite", "postgresql", "mysql", "mssql")):
-        return
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if "://" not in artifact_root:
-        Path(artifact_root).mkdir(parents=True, exist_ok=True)
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    SqlAlchemyStore(tracking_uri, artifact_root)
-    if tracking_uri.startswith("sqlite:///"):
-        _use_write_ahead_log(Path(tracking_uri.removeprefix("sqlite:///")))
-
-
-def _use_write_ahead_log(database: Path) -> None:
-    """Switch the SQLite file to WAL mode (persistent): the ingress and MLflow's server write
-    it from two processes, and WAL lets readers proceed during a write and makes each commit
-    one append instead of a journal rewrite."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(database)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
-
-
 class MlflowExperimentTracker:
     """Experiments and runs in MLflow, with idempotent, all-or-nothing writes.
 
@@ -90,7 +60,7 @@ class MlflowExperimentTracker:
     def __init__(self, tracking_uri: str, artifact_root: str) -> None:
         self._tracking_uri = tracking_uri
         self._artifact_root = artifact_root.rstrip("/")
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
         self._connect_lock = threading.Lock()
         self._connected: MlflowClient | None = None
 
@@ -152,7 +122,7 @@ class MlflowExperimentTracker:
             raise
         if experiment.lifecycle_stage != "active":
             raise _experiment_not_found(experiment_id)
-        return _experiment(experiment)
+        return experiment_of(experiment)
 
     def list_experiments(
         self, name_contains: str | None, page_size: int, page_token: str | None
@@ -170,8 +140,8 @@ class MlflowExperimentTracker:
         )
         # MLflow's LIKE treats % and _ as wildcards; keep only true substring matches.
         needle = (name_contains or "").lower()
-        items = tuple(_experiment(e) for e in result if needle in e.name.lower())
-        return Page(items=items, next_token=_token_text(result.token))
+        items = tuple(experiment_of(e) for e in result if needle in e.name.lower())
+        return Page(items=items, next_token=token_text(result.token))
 
     def _experiment_by_key(self, key: str) -> Experiment | None:
         found = self._call(
@@ -181,7 +151,7 @@ class MlflowExperimentTracker:
                 filter_string=f"tags.`{IDEMPOTENCY_KEY_TAG}` = '{key}'",
             )
         )
-        return _experiment(found[0]) if found else None
+        return experiment_of(found[0]) if found else None
 
     # -- runs -------------------------------------------------------------------------
 
@@ -267,7 +237,7 @@ class MlflowExperimentTracker:
             raise
         if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
             raise _run_not_found(experiment_id, run_id)
-        return _run(run)
+        return run_of(run)
 
     def search_runs(
         self, experiment_id: str, query: RunQuery, page_size: int, page_token: str | None
@@ -286,7 +256,7 @@ class MlflowExperimentTracker:
             ),
             search=True,
         )
-        return Page(items=tuple(_run(run) for run in result), next_token=_token_text(result.token))
+        return Page(items=tuple(run_of(run) for run in result), next_token=token_text(result.token))
 
     def metric_history(self, experiment_id: str, run_id: str, key: str) -> Sequence[MetricPoint]:
         """See `ExperimentTracker.metric_history`."""
@@ -308,7 +278,7 @@ class MlflowExperimentTracker:
                 max_results=1,
             )
         )
-        return _run(found[0]) if found else None
+        return run_of(found[0]) if found else None
 
     def _write(
         self,
@@ -386,33 +356,6 @@ class MlflowExperimentTracker:
             raise _unavailable() from None
 
 
-class _KeyedLocks:
-    """One lock per key, so two identical retries in one replica cannot both create."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, key: str | None) -> Iterator[None]:
-        if not key:
-            yield
-            return
-        with self._guard:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                lock, users = self._locks[key]
-                if users == 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
-
-
 def _check_query(query: RunQuery) -> None:
     try:
         SearchUtils.parse_search_filter(query.filter)
@@ -468,60 +411,9 @@ def _name_filter(name_contains: str | None) -> str | None:
     return f"name ILIKE {quote}%{name_contains}%{quote}"
 
 
-def _experiment(e: Any) -> Experiment:
-    return Experiment(
-        id=str(e.experiment_id),
-        name=e.name,
-        artifact_location=e.artifact_location,
-        lifecycle_stage=e.lifecycle_stage,
-        tags=dict(e.tags),
-        created_ms=e.creation_time,
-        updated_ms=e.last_update_time,
-    )
-
-
-def _run(r: Any) -> Run:
-    metric_objs = getattr(r.data, "_metric_objs", None) or [
-        Metric(k, v, 0, 0) for k, v in r.data.metrics.items()
-    ]
-    datasets = tuple(
-        DatasetRef(
-            name=i.dataset.name,
-            digest=i.dataset.digest,
-            source_type=i.dataset.source_type,
-            source=i.dataset.source,
-            schema=i.dataset.schema,
-            profile=i.dataset.profile,
-            context=next((t.value for t in i.tags if t.key == DATASET_CONTEXT_TAG), None),
-        )
-        for i in (r.inputs.dataset_inputs if r.inputs else [])
-    )
-    return Run(
-        id=r.info.run_id,
-        experiment_id=r.info.experiment_id,
-        name=r.info.run_name,
-        status=RunStatus(r.info.status),
-        start_ms=r.info.start_time,
-        end_ms=r.info.end_time,
-        params=dict(r.data.params),
-        metrics={m.key: MetricPoint(m.key, m.value, m.step, m.timestamp) for m in metric_objs},
-        tags=dict(r.data.tags),
-        datasets=datasets,
-        artifact_uri=r.info.artifact_uri,
-        user=r.info.user_id or None,
-    )
-
-
 def _is_outage(exc: MlflowException) -> bool:
     text = str(exc).lower()
     return any(s in text for s in ("operationalerror", "locked", "could not connect", "timeout"))
-
-
-def _token_text(token: str | bytes | None) -> str | None:
-    """MLflow's continuation token (bytes from some stores) as text; None at the end."""
-    if not token:
-        return None
-    return token.decode("ascii") if isinstance(token, bytes) else token
 
 
 def _first_line(text: str) -> str:

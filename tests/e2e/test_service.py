@@ -13,8 +13,8 @@ import mlflow
 import pytest
 
 from app.core.access import Role
-from tests.e2e.service import Service
-from tests.unit.api_fixtures import Tokens
+from tests.api_fixtures import Tokens
+from tests.service_process import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,10 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.adapters.health_probes import ArtifactStoreProbe, MlflowStoreProbe
-from app.adapters.mlflow_tracking import MlflowExperimentTracker, prepare_mlflow_store
+from app.adapters.mlflow_store import prepare_mlflow_store
+from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.api.factory import create_api
 from app.settings import Settings
-from tests.unit.api_fixtures import Tokens, settings_for
+from tests.api_fixtures import Tokens, settings_for
 
 pytestmark = pytest.mark.integration
 

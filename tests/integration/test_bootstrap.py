@@ -11,7 +11,7 @@ import pytest
 from app.bootstrap import BOOTSTRAP_TOKEN_NAME, prepare
 from app.core.access import Role, TokenBook, token_digest
 from app.settings import Settings, SettingsError, load_settings
-from tests.unit.api_fixtures import CONFIGS, Tokens
+from tests.api_fixtures import CONFIGS, Tokens
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from mlflow.exceptions import MlflowException
 from app.core.access import Role
 from app.errors import Conflict, ErrorCode, NotFound
 from deployments.builder import AppArgs, build_ml_app, build_mlflow_app
+from tests.api_fixtures import CONFIGS, Tokens
 from tests.integration.conftest import free_port
-from tests.unit.api_fixtures import CONFIGS, Tokens
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

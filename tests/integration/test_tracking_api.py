@@ -14,8 +14,8 @@ from mlflow.entities import ViewType
 from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.core.access import Role
 from app.settings import Settings
+from tests.api_fixtures import Tokens
 from tests.integration.conftest import make_client, make_tracker
-from tests.unit.api_fixtures import Tokens
 
 pytestmark = pytest.mark.integration
 

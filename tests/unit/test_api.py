@@ -15,7 +15,7 @@ from app.api.security import GuardedRoute
 from app.core.access import Role
 from app.errors import ErrorCode, Unavailable
 from app.ports import ComponentHealth, HealthStatus
-from tests.unit.api_fixtures import StubTracker, Tokens, build_app, settings_for
+from tests.api_fixtures import StubTracker, Tokens, build_app, settings_for
 
 BASE = "/api/v1/ml"
 PROBLEM = "application/problem+json"
@@ -144,6 +144,12 @@ def test_approver_alone_cannot_write(client: TestClient, tokens: Tokens) -> None
             "datasets.0.digest",
         ),
         ("/experiments/1/runs", {"tags": {"mlflow.user": "someone-else"}}, "tags.mlflow.user"),
+        (
+            "/experiments/1/runs",
+            {"metrics": [{"key": "a", "value": 1, "timestamp": "1960-01-01T00:00:00Z"}]},
+            "metrics.0.timestamp",
+        ),
+        ("/experiments/1/runs", {"start_time": "1969-12-31T00:00:00Z"}, "start_time"),
     ],
 )
 def test_invalid_bodies_are_422_naming_the_field(

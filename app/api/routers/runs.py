@@ -17,10 +17,10 @@ from app.api.deps import (
 from app.api.problems import problem_responses
 from app.api.routers.experiments import ExperimentId
 from app.api.schemas.common import Page, to_datetime
+from app.api.schemas.comparison import RunComparisonPublic
 from app.api.schemas.runs import (
     MetricHistory,
     MetricValue,
-    RunComparisonPublic,
     RunCreate,
     RunPatch,
     RunPublic,

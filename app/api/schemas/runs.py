@@ -1,4 +1,4 @@
-"""Wire models of runs, metric history and run comparison."""
+"""Wire models of runs and metric history."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.api.schemas.common import to_datetime, to_ms
 from app.api.schemas.keys import EntityKey, TagKey
-from app.core.comparison import Goal, RunComparison
 from app.core.tracking import (
     CREATED_BY_TAG,
     RESERVED_TAG_PREFIX,
@@ -28,10 +35,42 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_METRIC_POINTS = 50_000
 
+
+def _as_param_text(value: Any) -> Any:
+    """Numbers and booleans are stored as text, as MLflow's client does (`str(value)`)."""
+    return str(value) if isinstance(value, bool | int | float) else value
+
+
+def _param_fits(value: str) -> str:
+    if len(value) > MAX_PARAM_VALUE_LENGTH:
+        raise ValueError(f"must be at most {MAX_PARAM_VALUE_LENGTH} characters")
+    return value
+
+
 ParamValue = Annotated[
-    str | int | float | bool,
-    Field(description="Stored as text, as MLflow does; at most 6000 characters."),
+    str,
+    BeforeValidator(_as_param_text),
+    AfterValidator(_param_fits),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_PARAM_VALUE_LENGTH},
+                {"type": "number"},
+                {"type": "boolean"},
+            ],
+            "description": "Stored as text, as MLflow does; at most 6000 characters.",
+        }
+    ),
 ]
+
+
+def _after_epoch(value: datetime) -> datetime:
+    if to_ms(value) < 0:
+        raise ValueError("must not be before 1970-01-01 (epoch milliseconds are stored)")
+    return value
+
+
+EpochTime = Annotated[datetime, AfterValidator(_after_epoch)]
 
 
 class LoggedStatus(StrEnum):
@@ -51,7 +90,7 @@ class MetricIn(BaseModel):
     key: EntityKey
     value: float = Field(allow_inf_nan=False, description="A finite number.")
     step: int = Field(default=0, ge=-(2**63), lt=2**63, description="Training step or epoch.")
-    timestamp: datetime | None = Field(
+    timestamp: EpochTime | None = Field(
         default=None,
         description="When it was measured (ISO 8601, or epoch seconds/milliseconds); default now.",
     )
@@ -96,6 +135,21 @@ class DatasetIn(BaseModel):
         )
 
 
+def _expand_shorthand(value: Any) -> Any:
+    """`{"accuracy": 0.9}` is `[{"key": "accuracy", "value": 0.9}]`: one shape to validate,
+    so errors name `metrics.<index>.<field>`."""
+    if isinstance(value, dict):
+        return [{"key": key, "value": item} for key, item in value.items()]
+    return value
+
+
+def _document_shorthand(schema: dict[str, Any]) -> None:
+    """Tell OpenAPI the truth: a list of metric values, or the `{key: value}` shorthand."""
+    listed = {k: schema.pop(k) for k in ("type", "items", "maxItems") if k in schema}
+    shorthand = {"type": "object", "additionalProperties": {"type": "number"}}
+    schema["anyOf"] = [listed, shorthand]
+
+
 class _RunData(BaseModel):
     """Params, metrics and tags, shared by creation and update."""
 
@@ -104,46 +158,25 @@ class _RunData(BaseModel):
     params: dict[EntityKey, ParamValue] = Field(
         default_factory=dict, max_length=1000, examples=[{"lr": 0.01, "hidden": 64}]
     )
-    metrics: list[MetricIn] | dict[EntityKey, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+    metrics: Annotated[list[MetricIn], BeforeValidator(_expand_shorthand)] = Field(
         default_factory=list,
+        max_length=MAX_METRIC_POINTS,
         description=(
             "Metric values with steps and timestamps, or a `{key: value}` shorthand (step 0, now)."
         ),
         examples=[[{"key": "accuracy", "value": 0.91, "step": 10}]],
+        json_schema_extra=_document_shorthand,
     )
     tags: dict[TagKey, Annotated[str, Field(max_length=MAX_TAG_VALUE_LENGTH)]] = Field(
         default_factory=dict, max_length=1000
     )
 
-    @field_validator("params")
-    @classmethod
-    def _params_fit(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, item in value.items():
-            if len(_param_text(item)) > MAX_PARAM_VALUE_LENGTH:
-                raise ValueError(f"value of {key!r} is over {MAX_PARAM_VALUE_LENGTH} characters")
-        return value
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics_fit(
-        cls, value: list[MetricIn] | dict[str, float]
-    ) -> list[MetricIn] | dict[str, float]:
-        if len(value) > MAX_METRIC_POINTS:
-            raise ValueError(f"at most {MAX_METRIC_POINTS} metric values per request")
-        return value
-
     def metric_points(self, now_ms: int) -> tuple[MetricPoint, ...]:
         """Every metric value as a domain point (missing timestamps are `now_ms`)."""
-        if isinstance(self.metrics, dict):
-            return tuple(MetricPoint(k, v, 0, now_ms) for k, v in self.metrics.items())
         return tuple(
             MetricPoint(m.key, m.value, m.step, to_ms(m.timestamp) if m.timestamp else now_ms)
             for m in self.metrics
         )
-
-    def param_texts(self) -> dict[str, str]:
-        """Params as MLflow stores them."""
-        return {k: _param_text(v) for k, v in self.params.items()}
 
 
 class RunCreate(_RunData):
@@ -176,8 +209,8 @@ class RunCreate(_RunData):
 
     name: str | None = Field(default=None, min_length=1, max_length=250, examples=["mlp-baseline"])
     status: LoggedStatus = Field(default=LoggedStatus.FINISHED)
-    start_time: datetime | None = Field(default=None, description="Default: now.")
-    end_time: datetime | None = Field(
+    start_time: EpochTime | None = Field(default=None, description="Default: now.")
+    end_time: EpochTime | None = Field(
         default=None, description="Default: now for an ended run; must be empty while RUNNING."
     )
     datasets: list[DatasetIn] = Field(default_factory=list, max_length=100)
@@ -198,7 +231,7 @@ class RunCreate(_RunData):
             status=RunStatus(self.status.value),
             start_ms=to_ms(self.start_time) if self.start_time else now,
             end_ms=to_ms(self.end_time) if self.end_time else None,
-            params=self.param_texts(),
+            params=dict(self.params),
             metrics=self.metric_points(now),
             tags=self.tags,
             datasets=tuple(d.to_domain() for d in self.datasets),
@@ -217,7 +250,7 @@ class RunPatch(_RunData):
     )
 
     status: LoggedStatus | None = Field(default=None, description="Set to end the run.")
-    end_time: datetime | None = Field(default=None, description="Default: now when ending.")
+    end_time: EpochTime | None = Field(default=None, description="Default: now when ending.")
 
     def to_domain(self) -> RunUpdate:
         """The domain update."""
@@ -225,7 +258,7 @@ class RunPatch(_RunData):
         return RunUpdate(
             status=RunStatus(self.status.value) if self.status else None,
             end_ms=to_ms(self.end_time) if self.end_time else None,
-            params=self.param_texts(),
+            params=dict(self.params),
             metrics=self.metric_points(now),
             tags=self.tags,
         )
@@ -310,55 +343,6 @@ class RunPublic(BaseModel):
         )
 
 
-class ParamRowOut(BaseModel):
-    """One param across the compared runs."""
-
-    key: str
-    values: dict[str, str | None] = Field(description="By run id; null where a run lacks it.")
-    differs: bool = Field(description="Whether the runs disagree on it.")
-
-
-class MetricRowOut(BaseModel):
-    """One metric's latest value across the compared runs."""
-
-    key: str
-    goal: Goal = Field(description="Which direction is better (name heuristic or your word).")
-    values: dict[str, float | None]
-    best_run_ids: list[str] = Field(description="Runs holding the best value.")
-    differs: bool
-
-
-class RunComparisonPublic(BaseModel):
-    """Runs side by side: params and metrics aligned, differences flagged, bests marked."""
-
-    run_ids: list[str]
-    runs: list[RunPublic]
-    params: list[ParamRowOut]
-    metrics: list[MetricRowOut]
-
-    @classmethod
-    def of(cls, comparison: RunComparison, runs: list[RunPublic]) -> RunComparisonPublic:
-        """Wire form of a comparison."""
-        return cls(
-            run_ids=list(comparison.run_ids),
-            runs=runs,
-            params=[
-                ParamRowOut(key=r.key, values=r.values, differs=r.differs)
-                for r in comparison.params
-            ],
-            metrics=[
-                MetricRowOut(
-                    key=r.key,
-                    goal=r.goal,
-                    values=r.values,
-                    best_run_ids=list(r.best_run_ids),
-                    differs=r.differs,
-                )
-                for r in comparison.metrics
-            ],
-        )
-
-
 def _metric_value(point: MetricPoint) -> MetricValue:
     return MetricValue(
         value=point.value, step=point.step, timestamp=to_datetime(point.timestamp_ms or None)
@@ -375,10 +359,6 @@ def _dataset_fields(d: DatasetRef) -> dict[str, Any]:
         "profile": d.profile,
         "context": d.context,
     }
-
-
-def _param_text(value: str | int | float | bool) -> str:
-    return value if isinstance(value, str) else str(value)
 
 
 def _as_text(value: dict[str, Any] | str | None) -> str | None:

@@ -1,7 +1,7 @@
-"""Building the API in-process for unit tests: real FastAPI app, our own port stubbed.
+"""Tokens, settings and in-process apps shared by the test layers and the benchmarks.
 
-The stub stands in for our `ExperimentTracker` port only, never for MLflow: the same
-routes run against the real MLflow adapter in tests/integration.
+`StubTracker` stands in for our `ExperimentTracker` port only, never for MLflow: the
+same routes run against the real MLflow adapter in tests/integration.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from app.core.access import Role, mint_token, token_digest
 from app.ports import HealthProbe
 from app.settings import Settings, load_settings
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class Tokens:
