@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
-from pydantic import BaseModel
+from fastapi import Depends, Query, Request
 
 from app.core.access import Principal
 from app.errors import InvalidInput
@@ -50,18 +47,6 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=r"^[A-Za-z0-9_.:\-]{1,128}$",
-        description=(
-            "Makes a retry safe: the same key with the same body returns the first result "
-            "(200, `Idempotency-Replayed: true`); with a different body, 409."
-        ),
-    ),
-]
-
 
 @dataclass(frozen=True)
 class PageRequest:
@@ -89,13 +74,3 @@ def _page(
 
 
 PageParams = Annotated[PageRequest, Depends(_page)]
-
-
-def request_digest(body: BaseModel, *scope: Any) -> str:
-    """A digest of a validated request, to tell a retry from a different request."""
-    canonical = json.dumps(
-        [body.model_dump(mode="json", by_alias=True), *map(str, scope)],
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Path, Query, Response
 from app.api.deps import (
     Context,
     CurrentPrincipal,
-    IdempotencyKey,
     PageParams,
     Tracker,
-    request_digest,
 )
+from app.api.idempotency import IdempotencyKey, answer_creation, request_digest
 from app.api.problems import problem_responses
 from app.api.schemas.common import Page
 from app.api.schemas.experiments import ExperimentCreate, ExperimentPublic
@@ -57,10 +56,7 @@ def create_experiment(
         body.to_domain(principal.name), idempotency_key, request_digest(body)
     )
     public = ExperimentPublic.of(experiment, context.api_base, context.mlflow_prefix)
-    response.headers["Location"] = public.links.self
-    if not created:
-        response.status_code = 200
-        response.headers["Idempotency-Replayed"] = "true"
+    answer_creation(response, public.links.self, created)
     return public
 
 

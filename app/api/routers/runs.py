@@ -9,11 +9,10 @@ from fastapi import APIRouter, Path, Query, Response
 from app.api.deps import (
     Context,
     CurrentPrincipal,
-    IdempotencyKey,
     PageParams,
     Tracker,
-    request_digest,
 )
+from app.api.idempotency import IdempotencyKey, answer_creation, request_digest
 from app.api.problems import problem_responses
 from app.api.routers.experiments import ExperimentId
 from app.api.schemas.common import Page, to_datetime
@@ -72,10 +71,7 @@ def log_run(
         request_digest(body, experiment_id),
     )
     public = RunPublic.of(run, context.api_base, context.mlflow_prefix)
-    response.headers["Location"] = public.links.self
-    if not created:
-        response.status_code = 200
-        response.headers["Idempotency-Replayed"] = "true"
+    answer_creation(response, public.links.self, created)
     return public
 
 
