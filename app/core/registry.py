@@ -1,0 +1,163 @@
+"""Registered models and versions as values, and the decisions the registry makes on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.core.gates import Check, PromotionFacts, PromotionPolicy, evaluate
+from app.core.lifecycle import SINGULAR_STAGES, ModelStage, check_transition
+from app.core.semver import ArtifactFacts, Registered, SemVer
+from app.errors import Conflict, ErrorCode
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version comes from."""
+
+    run_id: str | None
+    experiment_id: str | None
+    datasets: tuple[Mapping[str, Any], ...] = ()
+    feature_service: str | None = None
+    code_version: str | None = None
+    parent_version: int | None = None
+    artifact_digest: str = ""
+    source_uri: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "datasets": [dict(d) for d in self.datasets],
+            "feature_service": self.feature_service,
+            "code_version": self.code_version,
+            "parent_version": self.parent_version,
+            "artifact_digest": self.artifact_digest,
+            "source_uri": self.source_uri,
+        }
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version and where it stands."""
+
+    model: str
+    version: int
+    semver: SemVer
+    stage: ModelStage
+    facts: ArtifactFacts
+    metrics: Mapping[str, float]
+    lineage: Lineage
+    description: str
+    tags: Mapping[str, str]
+    registered_at: datetime
+    registered_by: str
+    stage_changed_at: datetime
+
+    def registered(self) -> Registered:
+        """As the semantic-version rule sees it."""
+        return Registered(self.version, self.semver, self.facts)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model: its versions live beside it, its promotion policy with it."""
+
+    name: str
+    description: str
+    created_at: datetime
+    created_by: str
+    policy: PromotionPolicy = field(default_factory=PromotionPolicy)
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """One version moving from one stage to another, and why."""
+
+    version: int
+    source: ModelStage
+    target: ModelStage
+    reason: str
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """The outcome of a promotion request: the checks, and the moves they allow."""
+
+    target: ModelStage
+    checks: tuple[Check, ...]
+    changes: tuple[StageChange, ...]
+
+    @property
+    def approved(self) -> bool:
+        """Every check passed or was waived."""
+        return all(check.ok for check in self.checks)
+
+
+def decide_promotion(
+    model: str,
+    candidate: ModelVersion,
+    target: ModelStage,
+    facts: PromotionFacts,
+    policy: PromotionPolicy,
+    superseded: Iterable[tuple[ModelVersion, tuple[Check, ...]]] = (),
+) -> PromotionDecision:
+    """Evaluate the gates of `candidate`'s move to `target`.
+
+    Args:
+        superseded: for a move to production, each version now in production with the
+            checks of its own move to archived; those that pass are archived with it.
+
+    Raises:
+        Conflict: `target` is not the next stage of the candidate (`illegal_transition`).
+    """
+    check_transition(model, candidate.version, candidate.stage, target)
+    checks = evaluate(target, facts, policy)
+    changes = [StageChange(candidate.version, candidate.stage, target, "promoted")]
+    for old, archive_checks in superseded:
+        if all(check.ok for check in archive_checks):
+            reason = f"superseded by version {candidate.version}"
+            changes.append(StageChange(old.version, old.stage, ModelStage.ARCHIVED, reason))
+    return PromotionDecision(target, checks, tuple(changes))
+
+
+def refusal(model: str, version: int, decision: PromotionDecision) -> Conflict:
+    """The error a refused promotion answers with: every check, its inputs and reason."""
+    failing = [c.gate.value for c in decision.checks if not c.ok]
+    return Conflict(
+        ErrorCode.GATES_FAILED,
+        f"Version {version} of {model!r} cannot move to {decision.target}: "
+        f"{', '.join(failing)} failed. Nothing was changed.",
+        model=model,
+        version=version,
+        target=decision.target.value,
+        checks=[check_payload(c) for c in decision.checks],
+    )
+
+
+def check_payload(check: Check) -> dict[str, Any]:
+    """A check as plain JSON (for evidence, audit and problem bodies)."""
+    return {
+        "gate": check.gate.value,
+        "passed": check.passed,
+        "waived": check.waived,
+        "reason": check.reason,
+        "inputs": dict(check.inputs),
+    }
+
+
+def holders(versions: Iterable[ModelVersion]) -> dict[ModelStage, list[int]]:
+    """The versions in each stage, newest first."""
+    held: dict[ModelStage, list[int]] = {stage: [] for stage in ModelStage}
+    for version in sorted(versions, key=lambda v: v.version, reverse=True):
+        held[version.stage].append(version.version)
+    return held
+
+
+def aliases(versions: Iterable[ModelVersion]) -> dict[str, int]:
+    """MLflow aliases mirroring the singular stages: each points at its newest holder."""
+    held = holders(versions)
+    return {stage.value: held[stage][0] for stage in SINGULAR_STAGES if held[stage]}
