@@ -22,6 +22,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.core.access import Role
+from app.core.comparison import Goal
+from app.core.gates import Gate, MetricRule, PromotionPolicy
 
 ENV_PREFIX = "ML_"
 ENV_NESTING = "__"
@@ -114,6 +116,81 @@ class StateSettings(_Section):
     )
 
 
+class MetricRuleSettings(_Section):
+    """A bound on one metric of a candidate version."""
+
+    metric: str = Field(min_length=1, max_length=250, description="Metric logged by the run.")
+    min: float | None = Field(default=None, description="Lowest acceptable value.")
+    max: float | None = Field(default=None, description="Highest acceptable value.")
+    max_regression: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="How much worse than the production version it may be (0.01 = 1%).",
+    )
+    goal: Goal | None = Field(
+        default=None, description="maximize/minimize; default from the name (loss: minimize)."
+    )
+
+
+class PolicySettings(_Section):
+    """A promotion policy (see the README's lifecycle section)."""
+
+    metric_rules: tuple[MetricRuleSettings, ...] = Field(
+        default=(), description="Explicit metric bounds for development -> staging."
+    )
+    default_max_regression: float | None = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description=(
+            "Every metric shared with the production version and not named in metric_rules "
+            "may be at most this much worse (fraction); null turns the comparison off."
+        ),
+    )
+    waived_gates: tuple[Gate, ...] = Field(
+        default=(), description="Gates that may fail without blocking; each waiver is recorded."
+    )
+    required_approvals: int = Field(
+        default=1, ge=1, le=10, description="Distinct approvers needed for production."
+    )
+
+    def to_domain(self) -> PromotionPolicy:
+        """The domain policy."""
+        return PromotionPolicy(
+            metric_rules=tuple(
+                MetricRule(r.metric, r.min, r.max, r.max_regression, r.goal)
+                for r in self.metric_rules
+            ),
+            default_max_regression=self.default_max_regression,
+            waived_gates=frozenset(self.waived_gates),
+            required_approvals=self.required_approvals,
+        )
+
+
+class RegistrySettings(_Section):
+    """The model registry actor and its promotion policies."""
+
+    actor_name: str = Field(default="ml-service-registry", description="Named Ray actor.")
+    namespace: str = Field(default="ml-service", description="Ray namespace of the actors.")
+    validation_num_cpus: float = Field(
+        default=0.5, gt=0, description="CPUs reserved by the validation Ray task."
+    )
+    validation_timeout_s: float = Field(
+        default=600, gt=0, description="A validation running longer fails."
+    )
+    default_policy: PolicySettings = Field(
+        default_factory=PolicySettings, description="Policy of models without their own."
+    )
+    policies: dict[str, PolicySettings] = Field(
+        default_factory=dict, description="Policies by model name (the API can override)."
+    )
+
+    def policy_for(self, model: str) -> PromotionPolicy:
+        """The configured policy of `model`."""
+        return self.policies.get(model, self.default_policy).to_domain()
+
+
 class Settings(BaseSettings):
     """Every setting of the service, in sections."""
 
@@ -137,6 +214,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Tokens and roles.")
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow stores.")
     state: StateSettings = Field(default_factory=StateSettings, description="Service state store.")
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings, description="Model registry and promotion policies."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -8,14 +8,21 @@ No `from __future__ import annotations` here: Serve reads the builder's `args`
 annotation as a class to validate the YAML `args:` against it.
 """
 
+import time
+from typing import Any
+
+import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from actors.registry import Registry, settings_fingerprint
 from app.bootstrap import prepare
 from app.settings import Settings, load_settings
 from deployments.ingress import Ingress
 from deployments.mlflow_server import MlflowServer
+
+_ACTOR_START_S = 120
 
 
 class AppArgs(BaseModel):
@@ -36,10 +43,47 @@ def _settings(args: AppArgs, *, announce: bool) -> Settings:
 
 
 def build_ml_app(args: AppArgs) -> Application:
-    """The `ml` application: the API ingress."""
+    """The `ml` application: the API ingress, with the registry actor behind it."""
     settings = _settings(args, announce=True)
+    registry = registry_actor(settings)
     deployment = serve.deployment(name="Ingress")(serve.ingress()(Ingress))
-    return deployment.bind(settings)
+    return deployment.bind(settings, registry)
+
+
+def registry_actor(settings: Settings) -> Any:
+    """The registry actor: named and detached, so it outlives redeploys of the Serve
+    application; restarted by Ray when it dies (its state is in the database). An actor
+    running with other settings is replaced."""
+    config = settings.registry
+    options = {
+        "name": config.actor_name,
+        "namespace": config.namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "num_cpus": 0,
+    }
+    remote_class: Any = ray.remote(Registry)
+    handle = remote_class.options(**options).remote(settings)
+    running = ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
+    if running != settings_fingerprint(settings):
+        ray.kill(handle, no_restart=True)
+        _wait_until_gone(config.actor_name, config.namespace)
+        handle = remote_class.options(**options).remote(settings)
+        ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
+    return handle
+
+
+def _wait_until_gone(name: str, namespace: str) -> None:
+    deadline = time.monotonic() + _ACTOR_START_S
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"actor {name} did not stop")
 
 
 def build_mlflow_app(args: AppArgs) -> Application:

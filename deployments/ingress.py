@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from app.logs import configure_logging
@@ -13,29 +15,30 @@ class Ingress:
 
     Args:
         settings: resolved settings, with token hashes (see `app.bootstrap.prepare`).
+        registry: the registry actor's handle.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: Any) -> None:
         self._settings = settings
+        self._registry_handle = registry
         configure_logging(settings.log_level)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this on the replica, after `__init__`."""
-        from app.adapters.health_probes import (
-            ArtifactStoreProbe,
-            MlflowStoreProbe,
-            RayClusterProbe,
-        )
+        from app.adapters.health_probes import ArtifactStoreProbe, PingProbe, RayClusterProbe
         from app.adapters.mlflow_tracking import MlflowExperimentTracker
+        from app.adapters.registry_actor_client import ActorModelRegistry
         from app.api.factory import create_api
 
         mlflow = self._settings.mlflow
         assert mlflow.tracking_uri and mlflow.artifact_root  # resolved by load_settings
         tracker = MlflowExperimentTracker(mlflow.tracking_uri, mlflow.artifact_root)
+        registry = ActorModelRegistry(self._registry_handle)
         probes = (
             RayClusterProbe(),
-            MlflowStoreProbe(tracker.ping),
+            PingProbe("mlflow_store", tracker.ping),
             ArtifactStoreProbe(mlflow.artifact_root),
+            PingProbe("registry", registry.ping),
         )
         # Serve's proxy assigns and echoes x-request-id; the app reuses it.
-        return create_api(self._settings, tracker, probes, echo_request_id=False)
+        return create_api(self._settings, tracker, probes, registry=registry, echo_request_id=False)

@@ -1,4 +1,4 @@
-"""Health probes of the engines under the service: MLflow's stores and the Ray cluster."""
+"""Health probes of what the service stands on: MLflow's stores, the registry, Ray."""
 
 from __future__ import annotations
 
@@ -26,13 +26,19 @@ def _timed(name: str, check: Callable[[], str], *, required: bool = True) -> Com
     )
 
 
-class MlflowStoreProbe:
-    """The MLflow tracking store answers a one-row query."""
+class PingProbe:
+    """A component is healthy when its `ping` returns (the MLflow store, the registry actor).
 
-    name = "mlflow_store"
+    Args:
+        name: the component's name in the report.
+        ping: raises when the component cannot answer.
+        required: whether readiness depends on it.
+    """
 
-    def __init__(self, ping: Callable[[], None]) -> None:
+    def __init__(self, name: str, ping: Callable[[], object], *, required: bool = True) -> None:
+        self.name = name
         self._ping = ping
+        self._required = required
 
     def probe(self) -> ComponentHealth:
         """See `HealthProbe.probe`."""
@@ -41,7 +47,7 @@ class MlflowStoreProbe:
             self._ping()
             return ""
 
-        return _timed(self.name, check)
+        return _timed(self.name, check, required=self._required)
 
 
 class ArtifactStoreProbe:

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from app.core.access import Principal
-from app.errors import InvalidInput
-from app.ports import ExperimentTracker, HealthProbe
+from app.errors import ErrorCode, InvalidInput, Unavailable
+from app.ports import ExperimentTracker, HealthProbe, ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,20 @@ def _context(request: Request) -> ApiContext:
     return context
 
 
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry | None = request.app.state.registry
+    if registry is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The model registry is not running.")
+    return registry
+
+
 def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
 
 
 Tracker = Annotated[ExperimentTracker, Depends(_tracker)]
+Registry = Annotated[ModelRegistry, Depends(_registry)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]

@@ -11,17 +11,17 @@ from fastapi.openapi.utils import get_openapi
 from app.api.deps import ApiContext
 from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
-from app.api.routers import experiments, health, runs
+from app.api.routers import experiments, health, models, runs
 from app.api.security import SECURITY_SCHEME
 from app.core.access import TokenBook
-from app.ports import ExperimentTracker, HealthProbe
+from app.ports import ExperimentTracker, HealthProbe, ModelRegistry
 from app.settings import Settings
 
 API_VERSION = "1.0.0"
 
 _DESCRIPTION = """\
-The MLOps backend of the ML platform: experiments and runs over MLflow (more to come:
-registry, training, serving, features, monitoring).
+The MLOps backend of the ML platform: experiments and runs over MLflow, and a model
+registry with semantic versions, lineage, gated promotions and a verifiable audit log.
 
 **Authentication.** Send `Authorization: Bearer <token>`. Reads need the `viewer` role,
 writes `engineer`; `approver` and `admin` exist for the lifecycle. On a development start
@@ -43,6 +43,7 @@ def create_api(
     tracker: ExperimentTracker,
     probes: Sequence[HealthProbe],
     *,
+    registry: ModelRegistry | None = None,
     echo_request_id: bool = True,
 ) -> FastAPI:
     """The API application.
@@ -51,6 +52,8 @@ def create_api(
         settings: resolved settings (see `load_settings`).
         tracker: the experiment tracker port.
         probes: components reported by `/health`.
+        registry: the model registry port (the registry actor); `/models` answers 503
+            without one.
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
             which adds it itself.
     """
@@ -61,10 +64,17 @@ def create_api(
         openapi_tags=[
             {"name": "experiments", "description": "Experiments in the MLflow tracking store."},
             {"name": "runs", "description": "Runs: log, search, compare."},
+            {
+                "name": "models",
+                "description": "The registry: versions, semantic versions, lineage, gated "
+                "lifecycle (development -> staging -> production -> archived), approvals and "
+                "a hash-chained audit log.",
+            },
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
     app.state.tracker = tracker
+    app.state.registry = registry
     app.state.probes = tuple(probes)
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
     app.state.context = ApiContext(
@@ -74,7 +84,7 @@ def create_api(
         max_page_size=settings.api.max_page_size,
     )
     install_problem_handlers(app)
-    for module in (experiments, runs, health):
+    for module in (experiments, runs, models, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(
         RequestContextMiddleware,

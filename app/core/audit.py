@@ -125,8 +125,14 @@ def _problem(event: AuditEvent, expected_seq: int, prev: str) -> str:
     if event.prev_hash != prev:
         return "its link to the previous event does not match"
     recomputed = event_hash(
-        event.prev_hash, event.model, event.seq, event.at, event.actor, event.type,
-        event.version, event.payload,
+        event.prev_hash,
+        event.model,
+        event.seq,
+        event.at,
+        event.actor,
+        event.type,
+        event.version,
+        event.payload,
     )
     if recomputed != event.hash:
         return "its content does not match its hash"

@@ -158,10 +158,11 @@ def _validation(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
     if report is None:
         return Check(Gate.VALIDATION, False, "the validation did not run")
     steps = [{"step": name, "passed": ok, "detail": detail} for name, ok, detail in report.steps]
-    failed = [s["step"] for s in steps if not s["passed"]]
+    failed = [name for name, ok, _ in report.steps if not ok]
     reason = "the model loads, predicts on its input example, output matches its signature"
     if failed:
-        reason = f"failed: {', '.join(failed)}"
+        details = "; ".join(f"{name}: {detail}" for name, ok, detail in report.steps if not ok)
+        reason = f"failed: {', '.join(failed)} ({details})"
     return Check(Gate.VALIDATION, report.passed, reason, {"steps": steps})
 
 
@@ -182,8 +183,9 @@ def _metrics(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
         "rules": outcomes,
     }
     if not outcomes:
-        return Check(Gate.METRICS, True, "no baseline: no thresholds and no production version",
-                     inputs)
+        return Check(
+            Gate.METRICS, True, "no baseline: no thresholds and no production version", inputs
+        )
     failures = [o["reason"] for o in outcomes if not o["passed"]]
     reason = "; ".join(failures) if failures else f"{len(outcomes)} metric bound(s) met"
     return Check(Gate.METRICS, not failures, reason, inputs)
@@ -203,8 +205,13 @@ def _rule_outcome(rule: MetricRule, facts: PromotionFacts) -> dict[str, Any]:
             problems.append(f"{rule.metric} {value:g} is above the maximum {rule.max:g}")
         problems += _regression_problems(rule, value, goal, facts, outcome)
     outcome.update(
-        {"min": rule.min, "max": rule.max, "max_regression": rule.max_regression,
-         "passed": not problems, "reason": "; ".join(problems) or "met"}
+        {
+            "min": rule.min,
+            "max": rule.max,
+            "max_regression": rule.max_regression,
+            "passed": not problems,
+            "reason": "; ".join(problems) or "met",
+        }
     )
     return outcome
 
@@ -234,8 +241,9 @@ def _regression_problems(
 def _serving_evidence(gate: Gate, evidence: Evidence | None, what: str) -> Check:
     if evidence is None:
         return Check(gate, False, f"no evidence: {what}")
-    return Check(gate, evidence.passed, "passed" if evidence.passed else "failed",
-                 dict(evidence.details))
+    return Check(
+        gate, evidence.passed, "passed" if evidence.passed else "failed", dict(evidence.details)
+    )
 
 
 def _integration(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
@@ -256,13 +264,21 @@ def _approval(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
     valid = [a for a in facts.approvals if a.version == facts.version and a.digest == facts.digest]
     approvers = sorted({a.approver for a in valid})
     stale = [a.approver for a in facts.approvals if a.digest != facts.digest]
-    inputs = {"digest": facts.digest, "approvers": approvers, "stale": stale,
-              "required": policy.required_approvals}
+    inputs = {
+        "digest": facts.digest,
+        "approvers": approvers,
+        "stale": stale,
+        "required": policy.required_approvals,
+    }
     if len(approvers) >= policy.required_approvals:
         return Check(Gate.APPROVAL, True, f"approved by {', '.join(approvers)}", inputs)
     needed = policy.required_approvals - len(approvers)
-    return Check(Gate.APPROVAL, False,
-                 f"needs {needed} more approval(s) by an approver for this artifact", inputs)
+    return Check(
+        Gate.APPROVAL,
+        False,
+        f"needs {needed} more approval(s) by an approver for this artifact",
+        inputs,
+    )
 
 
 def _newer_in_production(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
@@ -270,8 +286,9 @@ def _newer_in_production(facts: PromotionFacts, policy: PromotionPolicy) -> Chec
     production = facts.production
     inputs = {"production_version": production.version if production else None}
     if production is not None and production.version != facts.version:
-        return Check(Gate.NEWER_IN_PRODUCTION, True,
-                     f"version {production.version} is in production", inputs)
+        return Check(
+            Gate.NEWER_IN_PRODUCTION, True, f"version {production.version} is in production", inputs
+        )
     return Check(Gate.NEWER_IN_PRODUCTION, False, "no newer version is in production", inputs)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.core.gates import Check, PromotionFacts, PromotionPolicy, evaluate
+from app.core.audit import AuditEvent, canonical
+from app.core.gates import Approval, Check, PromotionFacts, PromotionPolicy, evaluate
 from app.core.lifecycle import SINGULAR_STAGES, ModelStage, check_transition
 from app.core.semver import ArtifactFacts, Registered, SemVer
 from app.errors import Conflict, ErrorCode
@@ -41,6 +43,23 @@ class Lineage:
 
 
 @dataclass(frozen=True)
+class Registration:
+    """A request to register the model a run logged as a new version."""
+
+    model: str
+    run_id: str
+    artifact_path: str = "model"
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    parent_version: int | None = None
+
+    def metadata_digest(self) -> str:
+        """A digest of the version's metadata (description and tags)."""
+        text = canonical({"description": self.description, "tags": dict(self.tags)})
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     """A registered version and where it stands."""
 
@@ -64,13 +83,33 @@ class ModelVersion:
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A model: its versions live beside it, its promotion policy with it."""
+    """A model. `policy` is the one set through the API; None means the configured one."""
 
     name: str
     description: str
     created_at: datetime
     created_by: str
-    policy: PromotionPolicy = field(default_factory=PromotionPolicy)
+    policy: PromotionPolicy | None = None
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """Everything the registry holds, as loaded from its database."""
+
+    models: Mapping[str, RegisteredModel] = field(default_factory=dict)
+    versions: Mapping[str, Mapping[int, ModelVersion]] = field(default_factory=dict)
+    approvals: Mapping[str, tuple[Approval, ...]] = field(default_factory=dict)
+    tails: Mapping[str, AuditEvent] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegistryWrite:
+    """One atomic change to the registry's database."""
+
+    model: RegisteredModel | None = None
+    versions: tuple[ModelVersion, ...] = ()
+    approvals: tuple[tuple[str, Approval], ...] = ()
+    events: tuple[AuditEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +134,25 @@ class PromotionDecision:
     def approved(self) -> bool:
         """Every check passed or was waived."""
         return all(check.ok for check in self.checks)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A model as the API shows it."""
+
+    model: RegisteredModel
+    versions: tuple[ModelVersion, ...]
+    approvals: tuple[Approval, ...]
+    policy: PromotionPolicy
+    policy_source: str
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """A successful promotion: the version as it now stands and every move made."""
+
+    version: ModelVersion
+    decision: PromotionDecision
 
 
 def decide_promotion(

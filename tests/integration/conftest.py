@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.adapters.health_probes import ArtifactStoreProbe, MlflowStoreProbe
+from app.adapters.health_probes import ArtifactStoreProbe, PingProbe
 from app.adapters.mlflow_store import prepare_mlflow_store
 from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.api.factory import create_api
@@ -57,7 +57,10 @@ def make_tracker(
 
 
 def make_client(settings: Settings, tracker: Any, **kwargs: Any) -> TestClient:
-    probes = (MlflowStoreProbe(tracker.ping), ArtifactStoreProbe(settings.mlflow.artifact_root))
+    probes = (
+        PingProbe("mlflow_store", tracker.ping),
+        ArtifactStoreProbe(settings.mlflow.artifact_root),
+    )
     return TestClient(create_api(settings, tracker, probes), **kwargs)
 
 

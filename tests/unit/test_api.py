@@ -80,11 +80,16 @@ def test_every_route_is_guarded_except_health(client: TestClient) -> None:
             assert route.required_role is not None, path
 
 
-def test_every_mutating_route_needs_engineer(client: TestClient) -> None:
+def test_reads_need_viewer_and_writes_more(client: TestClient) -> None:
     routes = guarded_routes(client)
     assert any(method == "POST" for method, _, _ in routes)
-    for method, _, role in routes:
-        assert role is (Role.VIEWER if method == "GET" else Role.ENGINEER)
+    for method, path, role in routes:
+        if method == "GET":
+            assert role is Role.VIEWER, path
+        else:
+            assert role in {Role.ENGINEER, Role.APPROVER}, path
+    approver_only = {path for _, path, role in routes if role is Role.APPROVER}
+    assert approver_only == {f"{BASE}/models/abc123/approvals", f"{BASE}/models/abc123/policy"}
 
 
 def test_no_token_is_401_before_the_body_is_read(client: TestClient, tracker: StubTracker) -> None:
@@ -102,15 +107,24 @@ def test_unknown_token_is_401(client: TestClient) -> None:
 
 
 def test_viewer_cannot_write(client: TestClient, tokens: Tokens, tracker: StubTracker) -> None:
-    writes = [(m, p) for m, p, role in guarded_routes(client) if role is Role.ENGINEER]
+    writes = [(m, p, r) for m, p, r in guarded_routes(client) if r is not Role.VIEWER]
     assert writes
-    for method, path in writes:
+    for method, path, role in writes:
         response = client.request(
             method, path, json={"name": "x"}, headers=tokens.header(Role.VIEWER)
         )
         body = assert_problem(response, 403, ErrorCode.FORBIDDEN)
-        assert body["context"]["required_role"] == "engineer"
+        assert body["context"]["required_role"] == role.value
     assert tracker.calls == []
+
+
+def test_engineers_cannot_approve_or_set_policy(client: TestClient, tokens: Tokens) -> None:
+    for method, path, role in guarded_routes(client):
+        if role is Role.APPROVER:
+            response = client.request(
+                method, path, json={"version": 1}, headers=tokens.header(Role.ENGINEER)
+            )
+            assert_problem(response, 403, ErrorCode.FORBIDDEN)
 
 
 def test_approver_alone_cannot_write(client: TestClient, tokens: Tokens) -> None:

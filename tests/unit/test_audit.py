@@ -29,8 +29,9 @@ def history() -> list[AuditEvent]:
     events: list[AuditEvent] = []
     for i, (kind, version, payload) in enumerate(steps):
         tail = events[-1] if events else None
-        events.append(next_event(tail, "churn", T0 + timedelta(hours=i), "alice", kind, version,
-                                 payload))
+        events.append(
+            next_event(tail, "churn", T0 + timedelta(hours=i), "alice", kind, version, payload)
+        )
     return events
 
 

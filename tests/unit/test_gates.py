@@ -32,17 +32,20 @@ def test_staging_needs_validation_and_metrics() -> None:
 
 def test_failed_validation_names_the_step() -> None:
     bad = ValidationReport((("loads", True, ""), ("output_matches_signature", False, "2 != 3")))
-    check = by_gate(evaluate(ModelStage.STAGING, PromotionFacts(1, "d", {}, validation=bad),
-                             PromotionPolicy()))[Gate.VALIDATION]
+    check = by_gate(
+        evaluate(ModelStage.STAGING, PromotionFacts(1, "d", {}, validation=bad), PromotionPolicy())
+    )[Gate.VALIDATION]
     assert not check.passed and "output_matches_signature" in check.reason
-    missing = by_gate(evaluate(ModelStage.STAGING, PromotionFacts(1, "d", {}),
-                               PromotionPolicy()))[Gate.VALIDATION]
+    missing = by_gate(evaluate(ModelStage.STAGING, PromotionFacts(1, "d", {}), PromotionPolicy()))[
+        Gate.VALIDATION
+    ]
     assert not missing.passed
 
 
 def test_absolute_thresholds() -> None:
-    policy = PromotionPolicy(metric_rules=(MetricRule("accuracy", min=0.9),
-                                           MetricRule("rmse", max=1.0)))
+    policy = PromotionPolicy(
+        metric_rules=(MetricRule("accuracy", min=0.9), MetricRule("rmse", max=1.0))
+    )
     facts = PromotionFacts(1, "d", {"accuracy": 0.85, "rmse": 0.5}, validation=GOOD)
     check = by_gate(evaluate(ModelStage.STAGING, facts, policy))[Gate.METRICS]
     assert not check.passed
@@ -50,25 +53,29 @@ def test_absolute_thresholds() -> None:
     rules = {r["metric"]: r for r in check.inputs["rules"]}
     assert rules["rmse"]["passed"] and not rules["accuracy"]["passed"]
     missing = PromotionFacts(1, "d", {"rmse": 0.5}, validation=GOOD)
-    assert "not logged" in by_gate(evaluate(ModelStage.STAGING, missing, policy))[
-        Gate.METRICS].reason
+    assert (
+        "not logged" in by_gate(evaluate(ModelStage.STAGING, missing, policy))[Gate.METRICS].reason
+    )
 
 
 def test_relative_to_production_by_default_and_by_rule() -> None:
     production = ProductionFacts(1, {"accuracy": 0.90, "val_loss": 0.30, "other": 1.0})
-    worse = PromotionFacts(2, "d", {"accuracy": 0.88, "val_loss": 0.30}, production=production,
-                           validation=GOOD)
+    worse = PromotionFacts(
+        2, "d", {"accuracy": 0.88, "val_loss": 0.30}, production=production, validation=GOOD
+    )
     check = by_gate(evaluate(ModelStage.STAGING, worse, PromotionPolicy()))[Gate.METRICS]
     assert not check.passed and "worse than production v1" in check.reason
-    within = PromotionFacts(2, "d", {"accuracy": 0.895, "val_loss": 0.302},
-                            production=production, validation=GOOD)
+    within = PromotionFacts(
+        2, "d", {"accuracy": 0.895, "val_loss": 0.302}, production=production, validation=GOOD
+    )
     assert by_gate(evaluate(ModelStage.STAGING, within, PromotionPolicy()))[Gate.METRICS].passed
     loose = PromotionPolicy(metric_rules=(MetricRule("accuracy", max_regression=0.05),))
     assert by_gate(evaluate(ModelStage.STAGING, worse, loose))[Gate.METRICS].passed
     off = PromotionPolicy(default_max_regression=None)
     assert by_gate(evaluate(ModelStage.STAGING, worse, off))[Gate.METRICS].passed
-    flipped = PromotionPolicy(metric_rules=(MetricRule("accuracy", max_regression=0.0,
-                                                       goal=Goal.MINIMIZE),))
+    flipped = PromotionPolicy(
+        metric_rules=(MetricRule("accuracy", max_regression=0.0, goal=Goal.MINIMIZE),)
+    )
     assert by_gate(evaluate(ModelStage.STAGING, worse, flipped))[Gate.METRICS].passed
 
 
@@ -88,8 +95,13 @@ def test_production_without_serving_evidence_is_blocked_unless_waived() -> None:
 
 
 def test_serving_evidence_when_present() -> None:
-    facts = PromotionFacts(3, "d", {}, integration=Evidence(True, {"requests": 10}),
-                           ab_test=Evidence(False, {"p_value": 0.4}))
+    facts = PromotionFacts(
+        3,
+        "d",
+        {},
+        integration=Evidence(True, {"requests": 10}),
+        ab_test=Evidence(False, {"p_value": 0.4}),
+    )
     checks = by_gate(evaluate(ModelStage.PRODUCTION, facts, PromotionPolicy()))
     assert checks[Gate.INTEGRATION].passed and checks[Gate.INTEGRATION].inputs == {"requests": 10}
     assert not checks[Gate.AB_TEST].passed
@@ -102,9 +114,9 @@ def test_approvals_are_bound_to_the_digest() -> None:
     assert not check.passed and check.inputs["stale"] == ["alice"]
     two = PromotionPolicy(required_approvals=2)
     same_person = (Approval(3, "d", "bob", NOW), Approval(3, "d", "bob", NOW))
-    check = by_gate(evaluate(ModelStage.PRODUCTION, PromotionFacts(3, "d", {},
-                                                                   approvals=same_person),
-                             two))[Gate.APPROVAL]
+    check = by_gate(
+        evaluate(ModelStage.PRODUCTION, PromotionFacts(3, "d", {}, approvals=same_person), two)
+    )[Gate.APPROVAL]
     assert not check.passed  # distinct approvers
 
 
@@ -113,7 +125,9 @@ def test_archiving_needs_a_newer_production_version_and_no_traffic() -> None:
     assert all(c.ok for c in evaluate(ModelStage.ARCHIVED, facts, PromotionPolicy()))
     serving = PromotionFacts(1, "d", {}, production=ProductionFacts(2, {}), traffic_share=0.2)
     assert not by_gate(evaluate(ModelStage.ARCHIVED, serving, PromotionPolicy()))[
-        Gate.TRAFFIC_DRAINED].ok
+        Gate.TRAFFIC_DRAINED
+    ].ok
     alone = PromotionFacts(1, "d", {}, production=ProductionFacts(1, {}))
     assert not by_gate(evaluate(ModelStage.ARCHIVED, alone, PromotionPolicy()))[
-        Gate.NEWER_IN_PRODUCTION].ok
+        Gate.NEWER_IN_PRODUCTION
+    ].ok

@@ -1,0 +1,67 @@
+"""Real MLflow runs that log tiny real PyTorch models, for the registry tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+
+PIP = ["torch==2.13.0"]  # explicit: inferring requirements costs seconds per model
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+
+
+def log_model_run(
+    tracking_uri: str,
+    artifact_root: str,
+    experiment: str,
+    *,
+    inputs: int = 4,
+    seed: int = 0,
+    accuracy: float = 0.9,
+    with_example: bool = True,
+    dataset_digest: str | None = None,
+) -> LoggedRun:
+    """A run with params, an accuracy metric, a training dataset input and a logged model."""
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = _experiment(experiment, artifact_root)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(inputs, 2))
+    example = np.random.default_rng(seed).random((3, inputs)).astype("float32")
+    frame = pd.DataFrame(example, columns=[f"f{i}" for i in range(inputs)])
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({"inputs": inputs, "seed": seed})
+        mlflow.log_metric("accuracy", accuracy)
+        dataset = mlflow.data.from_pandas(
+            frame, source="data/churn/train.parquet", name="churn-train", digest=dataset_digest
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.set_tag("mlflow.source.git.commit", f"commit-{seed}")
+        if with_example:
+            mlflow.pytorch.log_model(net, name="model", input_example=example, pip_requirements=PIP)
+        else:
+            signature = mlflow.models.infer_signature(
+                example, net(torch.tensor(example)).detach().numpy()
+            )
+            mlflow.pytorch.log_model(
+                net,
+                name="model",
+                signature=signature,
+                pip_requirements=PIP,
+                serialization_format="pickle",
+            )
+    return LoggedRun(run.info.run_id, experiment_id)
+
+
+def _experiment(name: str, artifact_root: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(mlflow.create_experiment(name, artifact_location=f"{artifact_root}/{name}"))
