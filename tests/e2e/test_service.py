@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -14,6 +16,7 @@ import pytest
 
 from app.core.access import Role
 from tests.api_fixtures import Tokens
+from tests.integration.model_factory import log_model_run
 from tests.service_process import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -85,7 +88,40 @@ def test_mlflow_ui_and_client_see_the_same_experiment_and_run(
 
 
 @pytest.fixture(scope="module")
-def second_start(service: Service, first_start: dict[str, str]) -> Tokens:
+def registered(service: Service, first_start: dict[str, str]) -> dict[str, object]:
+    """Before the restart: a model logged through /mlflow, registered, promoted to staging
+    (the validation runs as a Ray task in the service's cluster) and approved."""
+    os.environ["MLFLOW_TRACKING_TOKEN"] = first_start["token"]
+    try:
+        logged = log_model_run(
+            f"{service.url}/mlflow", str(service.data_dir / "mlflow" / "artifacts"), "e2e-models"
+        )
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+    auth = {"Authorization": f"Bearer {first_start['token']}"}
+    with httpx.Client(base_url=service.url, timeout=300) as http:
+        version = http.post(
+            f"{BASE}/models", json={"name": "churn", "run_id": logged.run_id}, headers=auth
+        )
+        assert version.status_code == 201, version.text
+        number = version.json()["version"]
+        promoted = http.post(
+            f"{BASE}/models/churn/promote", json={"version": number, "to": "staging"}, headers=auth
+        )
+        assert promoted.status_code == 200, promoted.text
+        approval = http.post(
+            f"{BASE}/models/churn/approvals", json={"version": number}, headers=auth
+        )
+        assert approval.status_code == 201, approval.text
+        model = http.get(f"{BASE}/models/churn", headers=auth).json()
+        events = http.get(f"{BASE}/models/churn/audit", headers=auth).json()["events"]
+    return {"version": number, "model": model, "events": events}
+
+
+@pytest.fixture(scope="module")
+def second_start(
+    service: Service, first_start: dict[str, str], registered: dict[str, object]
+) -> Tokens:
     """Stop, then start again with configured tokens for each role."""
     service.stop()
     tokens = Tokens()
@@ -107,6 +143,34 @@ def test_a_restart_keeps_every_experiment_and_run(
         assert run.status_code == 200
         assert run.json()["params"] == {"lr": "0.01", "hidden": "64"}
         assert run.json()["metrics"]["accuracy"]["value"] == 0.91
+
+
+def test_a_restart_keeps_the_registry(
+    service: Service,
+    registered: dict[str, Any],
+    second_start: Tokens,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    viewer = second_start.header(Role.VIEWER)
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        model = http.get(f"{BASE}/models/churn", headers=viewer).json()
+        audit = http.get(f"{BASE}/models/churn/audit", headers=viewer).json()
+    before = registered["model"]
+    assert (
+        model["stages"]
+        == before["stages"]
+        == {
+            "development": [],
+            "staging": [registered["version"]],
+            "production": [],
+            "archived": [],
+        }
+    )
+    assert model["approvals"] == before["approvals"] and len(model["approvals"]) == 1
+    assert audit["events"] == registered["events"] and audit["verification"]["valid"]
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", second_start.by_role[Role.VIEWER])
+    aliases = mlflow.MlflowClient(f"{service.url}/mlflow").get_registered_model("churn").aliases
+    assert {k: int(v) for k, v in aliases.items()} == {"staging": registered["version"]}
 
 
 def test_writes_need_engineer_and_reads_need_viewer(

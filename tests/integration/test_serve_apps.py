@@ -99,7 +99,12 @@ def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
         health = http.get(f"{BASE}/health")
         assert health.status_code == 200, health.text
         components = {c["name"]: c["status"] for c in health.json()["components"]}
-        assert components == {"ray": "ok", "mlflow_store": "ok", "artifact_store": "ok"}
+        assert components == {
+            "ray": "ok",
+            "mlflow_store": "ok",
+            "artifact_store": "ok",
+            "registry": "ok",
+        }
 
         created = http.post(
             f"{BASE}/experiments", json={"name": "served"}, headers=tokens.header(Role.ENGINEER)
