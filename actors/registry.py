@@ -43,7 +43,7 @@ from app.core.registry import (
     refusal,
 )
 from app.core.semver import ArtifactFacts, next_semver
-from app.errors import ErrorCode, NotFound
+from app.errors import ErrorCode, InvalidInput, NotFound
 from app.logs import configure_logging
 from app.ports import ModelCatalog, ModelValidator, RegistryStore, ServingEvidence
 from app.settings import Settings
@@ -146,6 +146,10 @@ class Registry:
         )
         async with self._lock:
             existing = self._versions.get(request.model, {})
+            if request.parent_version is not None and request.parent_version not in existing:
+                raise InvalidInput.for_field(
+                    "parent_version", f"{request.model!r} has no version {request.parent_version}"
+                )
             semver = next_semver(request.model, [v.registered() for v in existing.values()], facts)
             number = await asyncio.to_thread(
                 self._catalog.create_version,

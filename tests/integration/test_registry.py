@@ -20,6 +20,7 @@ from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.adapters.registry_actor_client import ActorModelRegistry
 from app.api.factory import create_api
 from app.core.access import Role
+from app.core.semver import SemVer
 from app.settings import Settings
 from deployments.builder import registry_actor
 from tests.api_fixtures import Tokens
@@ -143,7 +144,9 @@ def test_semantic_versions_and_lineage(
     assert model["latest_semver"] == "2.0.1"
 
 
-def test_unknown_sources_and_models(client: TestClient, tokens: Tokens) -> None:
+def test_unknown_sources_and_models(
+    client: TestClient, tokens: Tokens, registry_settings: Settings
+) -> None:
     missing_run = client.post(
         f"{BASE}/models",
         json={"name": "churn", "run_id": "f" * 32},
@@ -381,3 +384,20 @@ def test_tampering_with_one_audit_row_breaks_verification_there(
     verification = audit(client, tokens)["verification"]
     assert verification["valid"] is False and verification["broken_at"] == 2
     assert verification["events_checked"] == 1
+
+
+def test_the_builder_reuses_the_actor_and_replaces_it_when_settings_change(
+    client: TestClient, tokens: Tokens, registry_settings: Settings, handle: Any
+) -> None:
+    register(client, tokens, run(registry_settings).run_id)
+    same = registry_actor(registry_settings)
+    assert same._actor_id == handle._actor_id  # a redeploy keeps the running actor
+    changed_registry = registry_settings.registry.model_copy(update={"validation_timeout_s": 123.0})
+    changed = registry_settings.model_copy(update={"registry": changed_registry})
+    replacement = registry_actor(changed)
+    try:
+        assert replacement._actor_id != handle._actor_id
+        view = ray.get(replacement.get_model.remote("churn"))
+        assert [v.semver for v in view.versions] == [SemVer(1, 0, 0)]
+    finally:
+        ray.kill(replacement, no_restart=True)
