@@ -33,6 +33,11 @@ class ErrorCode(StrEnum):
     DUPLICATE_VERSION = "duplicate_version"
     ILLEGAL_TRANSITION = "illegal_transition"
     GATES_FAILED = "gates_failed"
+    NOT_DEPLOYED = "not_deployed"
+    NOTHING_TO_COMPARE = "nothing_to_compare"
+    ROLLOUT_IN_PROGRESS = "rollout_in_progress"
+    PREDICTION_FAILED = "prediction_failed"
+    MODEL_LOAD_FAILED = "model_load_failed"
     RUN_ALREADY_TERMINATED = "run_already_terminated"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -138,6 +143,12 @@ class PayloadTooLarge(DomainError):
     """The request body exceeds the configured limit."""
 
     category = "payload_too_large"
+
+
+class UpstreamFailed(DomainError):
+    """A model (or another engine behind the service) failed while answering."""
+
+    category = "upstream"
 
 
 class Unavailable(DomainError):

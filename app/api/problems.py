@@ -25,6 +25,7 @@ STATUS_BY_CATEGORY: Mapping[str, int] = {
     "not_found": 404,
     "conflict": 409,
     "payload_too_large": 413,
+    "upstream": 502,
     "unavailable": 503,
     "internal": 500,
 }
@@ -36,6 +37,7 @@ _STATUS_CODES: Mapping[int, ErrorCode] = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     422: ErrorCode.VALIDATION_FAILED,
+    502: ErrorCode.PREDICTION_FAILED,
     503: ErrorCode.BACKEND_UNAVAILABLE,
 }
 
@@ -191,6 +193,7 @@ _EXAMPLES: Mapping[int, tuple[ErrorCode, str]] = {
     409: (ErrorCode.EXPERIMENT_ALREADY_EXISTS, "An experiment named 'churn' already exists."),
     413: (ErrorCode.PAYLOAD_TOO_LARGE, "The request body is over 16777216 bytes."),
     422: (ErrorCode.VALIDATION_FAILED, "name: String should have at least 1 character"),
+    502: (ErrorCode.PREDICTION_FAILED, "The model failed on this input (see the service log)."),
     503: (ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."),
 }
 _DESCRIPTIONS: Mapping[int, str] = {
@@ -200,6 +203,7 @@ _DESCRIPTIONS: Mapping[int, str] = {
     409: "Conflicts with the current state.",
     413: "The body is too large.",
     422: "A field is invalid; `errors` lists every failing field.",
+    502: "The model failed while answering.",
     503: "A backend is unavailable; retry.",
 }
 

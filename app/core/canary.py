@@ -116,3 +116,30 @@ def _evidence(baseline: VariantStats, canary: VariantStats, elapsed_s: float) ->
         }
 
     return {"elapsed_s": round(elapsed_s, 1), "baseline": side(baseline), "canary": side(canary)}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A canary rollout in progress (or finished): where it stands and since when."""
+
+    model: str
+    baseline: str
+    canary: str
+    plan: CanaryPlan
+    step_index: int
+    step_started_at: float
+    phase: Phase
+    baseline_snapshot: VariantStats
+    canary_snapshot: VariantStats
+    started_by: str
+    reason: str = ""
+
+    @property
+    def weight(self) -> float:
+        """The canary's share of traffic in the current step (percent)."""
+        return self.plan.steps[self.step_index]
+
+    @property
+    def last_step(self) -> bool:
+        """Whether the current step is the final one."""
+        return self.step_index == len(self.plan.steps) - 1

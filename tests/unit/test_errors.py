@@ -13,9 +13,19 @@ from app.errors import (
     PayloadTooLarge,
     Unauthenticated,
     Unavailable,
+    UpstreamFailed,
 )
 
-ALL = [InvalidInput, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge, Unavailable]
+ALL = [
+    InvalidInput,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UpstreamFailed,
+    Unavailable,
+]
 
 
 @pytest.mark.parametrize("cls", ALL)

@@ -1,0 +1,157 @@
+"""The model server: MLflow pyfunc models by version, many versions per replica.
+
+A plain class. The builder applies Serve's model multiplexing to `load` (so the ingress
+routes `"<model>/<version>"` to a replica that already holds it, and replicas keep the
+most recently used versions) and request batching to `predict_batch` (one model call for
+the rows of concurrent requests, when the model's output has one row per input row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from app.core.model_io import (
+    RowBlock,
+    as_model_input,
+    rows_of,
+    split_output,
+    to_jsonable,
+)
+from app.errors import ErrorCode, NotFound, Unavailable, UpstreamFailed
+from app.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+class LoadedModel:
+    """A pyfunc model and the input schema it declares."""
+
+    def __init__(self, model_id: str, pyfunc: Any) -> None:
+        self.model_id = model_id
+        self.pyfunc = pyfunc
+        metadata = pyfunc.metadata
+        schema = metadata.get_input_schema() if metadata else None
+        self.tensor_input = bool(schema is not None and schema.is_tensor_spec())
+        self.dtype = str(schema.numpy_types()[0]) if self.tensor_input and schema else None
+        self.columns = (
+            list(schema.input_names()) if schema is not None and schema.has_input_names() else None
+        )
+
+
+class ModelServer:
+    """Loads versions from the MLflow registry and predicts on blocks of rows.
+
+    Args:
+        tracking_uri: the MLflow tracking and registry store.
+        load_timeout_s: a version that does not load in time is an error, not a hang.
+        log_level: the service log level.
+    """
+
+    def __init__(
+        self, tracking_uri: str, load_timeout_s: float = 120.0, log_level: str = "INFO"
+    ) -> None:
+        import mlflow
+
+        configure_logging(log_level)
+        mlflow.set_tracking_uri(tracking_uri)  # a dedicated process: models:/ URIs resolve here
+        self._load_timeout_s = load_timeout_s
+
+    async def load(self, model_id: str) -> LoadedModel:
+        """Load `"<model>/<version>"` (Serve caches the result per replica).
+
+        Raises:
+            NotFound: no such registered version (`model_version_not_found`).
+            Unavailable: it exists but does not load, or not in time (`model_load_failed`).
+        """
+        name, _, version = model_id.rpartition("/")
+        try:
+            pyfunc = await asyncio.wait_for(
+                asyncio.to_thread(_load_pyfunc, f"models:/{name}/{version}"),
+                self._load_timeout_s,
+            )
+        except TimeoutError:
+            raise Unavailable(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"Version {version} of {name!r} did not load in {self._load_timeout_s:g} s.",
+                model=name,
+                version=version,
+            ) from None
+        except _Missing:
+            raise NotFound(
+                ErrorCode.MODEL_VERSION_NOT_FOUND,
+                f"Model {name!r} has no version {version}.",
+                model=name,
+                version=version,
+            ) from None
+        except Exception:
+            log.exception("version %s of %s failed to load", version, name)
+            raise Unavailable(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"Version {version} of {name!r} failed to load (see the log).",
+                model=name,
+                version=version,
+            ) from None
+        log.info("loaded %s", model_id)
+        return LoadedModel(model_id, pyfunc)
+
+    async def predict(self, model_id: str, block: RowBlock) -> list[Any]:
+        """Predictions for one request's rows (batched with concurrent requests)."""
+        # Serve's batch wrapper (applied by the builder) takes one request's arguments.
+        result: list[Any] = await self.predict_batch(model_id, block)  # type: ignore[arg-type]
+        return result
+
+    async def predict_batch(
+        self, model_ids: Sequence[str], blocks: Sequence[RowBlock]
+    ) -> list[list[Any]]:
+        """Predictions for several requests to the same version, in one model call when the
+        output has a row per input row (else one call per request)."""
+        model = await self.load(model_ids[0])
+        try:
+            return await asyncio.to_thread(_predict_blocks, model, list(blocks))
+        except Exception:
+            log.exception("prediction failed on %s", model.model_id)
+            raise UpstreamFailed(
+                ErrorCode.PREDICTION_FAILED,
+                f"The model {model.model_id} failed on this input.",
+                model=model.model_id,
+            ) from None
+
+    def check_health(self) -> None:
+        """Serve's health check: the replica answers."""
+
+
+class _Missing(Exception):
+    """The registry has no such version."""
+
+
+def _load_pyfunc(uri: str) -> Any:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise _Missing(uri) from None
+        raise
+
+
+def _predict_blocks(model: LoadedModel, blocks: list[RowBlock]) -> list[list[Any]]:
+    sizes = [rows_of(block) for block in blocks]
+    if len(blocks) > 1:
+        joined = as_model_input(model.tensor_input, model.dtype, model.columns, blocks)
+        output = model.pyfunc.predict(joined)
+        parts = split_output(output, sizes)
+        if parts is not None:
+            return [to_jsonable(part) for part in parts]
+    return [
+        to_jsonable(
+            model.pyfunc.predict(
+                as_model_input(model.tensor_input, model.dtype, model.columns, [block])
+            )
+        )
+        for block in blocks
+    ]
