@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from app.core.audit import AuditEvent, EventType, next_event
+from app.core.audit import SERVING_EVENTS, AuditEvent, EventType, next_event
 from app.core.gates import (
     Approval,
     Check,
@@ -82,7 +82,7 @@ class Registry:
         self._store = store or _default_store(settings)
         self._catalog = catalog or _default_catalog(settings)
         self._validator = validator or _default_validator(settings)
-        self._evidence = evidence or _default_evidence()
+        self._evidence = evidence or _default_evidence(settings)
         self._clock = clock
         self._lock = asyncio.Lock()
         state = self._store.load()
@@ -201,7 +201,7 @@ class Registry:
             check_transition(name, number, candidate.stage, target)
             policy = self._policy(name)[0]
             facts = await self._facts(name, candidate, target)
-            superseded = self._superseded(name, candidate, target, policy)
+            superseded = await self._superseded(name, candidate, target, policy)
             decision = decide_promotion(name, candidate, target, facts, policy, superseded)
             now = self._clock()
             if not decision.approved:
@@ -252,6 +252,23 @@ class Registry:
             self._tails[name] = events[-1]
             return self._view(name)
 
+    async def record(
+        self,
+        name: str,
+        kind: EventType,
+        version: int | None,
+        payload: dict[str, Any],
+        actor: str,
+    ) -> AuditEvent:
+        """Append a serving event (deployments, rollouts) to the model's audit log."""
+        if kind not in SERVING_EVENTS:
+            raise ValueError(f"{kind} is not a serving event")
+        async with self._lock:
+            self._model(name)
+            now = self._clock()
+            await self._commit(name, actor, now, [(kind, version, payload)])
+            return self._tails[name]
+
     # -- internals --------------------------------------------------------------------
 
     async def _facts(
@@ -272,12 +289,12 @@ class Registry:
             baseline = production.version if production else None
             return replace(
                 facts,
-                integration=self._evidence.integration(name, candidate.version),
-                ab_test=self._evidence.ab_verdict(name, candidate.version, baseline),
+                integration=await self._evidence.integration(name, candidate.version),
+                ab_test=await self._evidence.ab_verdict(name, candidate.version, baseline),
             )
-        return replace(facts, traffic_share=self._evidence.traffic_share(name, candidate.version))
+        return replace(facts, traffic=await self._evidence.traffic(name, candidate.version))
 
-    def _superseded(
+    async def _superseded(
         self, name: str, candidate: ModelVersion, target: ModelStage, policy: PromotionPolicy
     ) -> list[tuple[ModelVersion, tuple[Check, ...]]]:
         if target is not ModelStage.PRODUCTION:
@@ -291,7 +308,7 @@ class Registry:
                     old.facts.artifact_digest,
                     old.metrics,
                     production=newcomer,
-                    traffic_share=self._evidence.traffic_share(name, old.version),
+                    traffic=await self._evidence.traffic(name, old.version),
                 )
                 out.append((old, evaluate(ModelStage.ARCHIVED, facts, policy)))
         return out
@@ -498,7 +515,9 @@ def _default_validator(settings: Settings) -> ModelValidator:
     )
 
 
-def _default_evidence() -> ServingEvidence:
-    from app.adapters.serving_evidence import NoServingEvidence
+def _default_evidence(settings: Settings) -> ServingEvidence:
+    from app.adapters.named_actor import NamedActor
+    from app.adapters.serving_evidence import TrafficServingEvidence
 
-    return NoServingEvidence()
+    traffic = NamedActor(settings.serving.traffic_actor_name, settings.registry.namespace)
+    return TrafficServingEvidence(traffic)

@@ -229,16 +229,17 @@ class ModelValidator(Protocol):
 class ServingEvidence(Protocol):
     """What serving knows about a version: live checks, A/B verdicts, traffic."""
 
-    def integration(self, model: str, version: int) -> Evidence | None:
-        """Integration checks on the version's live staging deployment (None: no evidence)."""
+    async def integration(self, model: str, version: int) -> Evidence | None:
+        """Health and request counts of the version's live deployment (None: not deployed)."""
         ...
 
-    def ab_verdict(self, model: str, candidate: int, baseline: int | None) -> Evidence | None:
-        """The A/B verdict of candidate against baseline (None: no verdict)."""
+    async def ab_verdict(self, model: str, candidate: int, baseline: int | None) -> Evidence | None:
+        """The A/B verdict of candidate against baseline (None: no such A/B test)."""
         ...
 
-    def traffic_share(self, model: str, version: int) -> float | None:
-        """The share of the model's traffic the version serves (None: not deployed)."""
+    async def traffic(self, model: str, version: int) -> Evidence | None:
+        """Whether the version is drained: weight 0, nothing in flight, no requests for a
+        window (passed); None when it is not in the routing table at all."""
         ...
 
 

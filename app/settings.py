@@ -191,6 +191,51 @@ class RegistrySettings(_Section):
         return self.policies.get(model, self.default_policy).to_domain()
 
 
+class AbTestSettings(_Section):
+    """The A/B test behind verdicts (mSPRT, always valid under continuous monitoring)."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="False-winner rate bound.")
+    tau: float = Field(
+        default=0.1,
+        gt=0,
+        description="Scale of the effect prior (outcome units, e.g. 0.1 = 10 points).",
+    )
+    min_outcomes: int = Field(
+        default=100, ge=2, description="Outcomes per arm before any verdict (else underpowered)."
+    )
+
+
+class ServingSettings(_Section):
+    """Deployments, routing, prediction and traffic evidence."""
+
+    traffic_actor_name: str = Field(default="ml-service-traffic", description="Named Ray actor.")
+    max_rows_per_request: int = Field(default=10_000, ge=1, description="Rows per predict call.")
+    retries: int = Field(
+        default=2, ge=0, le=5, description="Retries when a model server replica dies mid-call."
+    )
+    model_load_timeout_s: float = Field(default=120, gt=0, description="A slower load fails.")
+    stats_flush_s: float = Field(
+        default=1.0, gt=0, description="How often ingress replicas ship stats to the actor."
+    )
+    stats_persist_s: float = Field(
+        default=5.0, gt=0, description="How often the actor stores the stats in the database."
+    )
+    canary_tick_s: float = Field(default=1.0, gt=0, description="Canary controller period.")
+    drain_window_s: float = Field(
+        default=30.0, ge=0, description="A weight-0 variant is drained after this long idle."
+    )
+    integration_min_requests: int = Field(
+        default=20,
+        ge=1,
+        description="Requests a deployed version must have served for the "
+        "registry's integration check.",
+    )
+    integration_max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Error rate above which the integration check fails."
+    )
+    ab_test: AbTestSettings = Field(default_factory=AbTestSettings, description="A/B test.")
+
+
 class Settings(BaseSettings):
     """Every setting of the service, in sections."""
 
@@ -216,6 +261,9 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings, description="Service state store.")
     registry: RegistrySettings = Field(
         default_factory=RegistrySettings, description="Model registry and promotion policies."
+    )
+    serving: ServingSettings = Field(
+        default_factory=ServingSettings, description="Deployments, routing and prediction."
     )
 
     @classmethod

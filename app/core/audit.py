@@ -29,6 +29,23 @@ class EventType(StrEnum):
     PROMOTION_REFUSED = "promotion_refused"
     APPROVAL_RECORDED = "approval_recorded"
     POLICY_CHANGED = "policy_changed"
+    DEPLOYED = "deployed"
+    UNDEPLOYED = "undeployed"
+    ROLLOUT_STEP = "rollout_step"
+    ROLLOUT_COMPLETED = "rollout_completed"
+    ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+
+
+# Events that other actors (traffic) append to a model's log through the registry.
+SERVING_EVENTS = frozenset(
+    {
+        EventType.DEPLOYED,
+        EventType.UNDEPLOYED,
+        EventType.ROLLOUT_STEP,
+        EventType.ROLLOUT_COMPLETED,
+        EventType.ROLLOUT_ROLLED_BACK,
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ class PromotionFacts:
     approvals: tuple[Approval, ...] = ()
     integration: Evidence | None = None
     ab_test: Evidence | None = None
-    traffic_share: float | None = None
+    traffic: Evidence | None = None  # passed: drained; None: not deployed
 
 
 def evaluate(
@@ -294,13 +294,11 @@ def _newer_in_production(facts: PromotionFacts, policy: PromotionPolicy) -> Chec
 
 def _traffic_drained(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
     del policy
-    share = facts.traffic_share
-    inputs = {"traffic_share": share}
-    if share is None:
-        return Check(Gate.TRAFFIC_DRAINED, True, "not deployed: no traffic", inputs)
-    if share > 0:
-        return Check(Gate.TRAFFIC_DRAINED, False, f"still serves {share:.1%} of traffic", inputs)
-    return Check(Gate.TRAFFIC_DRAINED, True, "drained", inputs)
+    traffic = facts.traffic
+    if traffic is None:
+        return Check(Gate.TRAFFIC_DRAINED, True, "not deployed: no traffic", {})
+    reason = str(traffic.details.get("reason", "drained" if traffic.passed else "serving"))
+    return Check(Gate.TRAFFIC_DRAINED, traffic.passed, reason, dict(traffic.details))
 
 
 _CHECKS = {

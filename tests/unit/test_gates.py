@@ -121,9 +121,11 @@ def test_approvals_are_bound_to_the_digest() -> None:
 
 
 def test_archiving_needs_a_newer_production_version_and_no_traffic() -> None:
-    facts = PromotionFacts(1, "d", {}, production=ProductionFacts(2, {}), traffic_share=None)
+    facts = PromotionFacts(1, "d", {}, production=ProductionFacts(2, {}), traffic=None)
     assert all(c.ok for c in evaluate(ModelStage.ARCHIVED, facts, PromotionPolicy()))
-    serving = PromotionFacts(1, "d", {}, production=ProductionFacts(2, {}), traffic_share=0.2)
+    serving = PromotionFacts(
+        1, "d", {}, production=ProductionFacts(2, {}), traffic=Evidence(False, {"share": 0.2})
+    )
     assert not by_gate(evaluate(ModelStage.ARCHIVED, serving, PromotionPolicy()))[
         Gate.TRAFFIC_DRAINED
     ].ok

@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.core.gates import (
+    Evidence,
     Gate,
     MetricRule,
     ProductionFacts,
@@ -111,7 +112,13 @@ def test_production_supersedes_the_drained_previous_version() -> None:
         (2, ModelStage.PRODUCTION),
         (1, ModelStage.ARCHIVED),
     ]
-    busy = PromotionFacts(1, "a1", {}, production=ProductionFacts(2, {}), traffic_share=0.5)
+    busy = PromotionFacts(
+        1,
+        "a1",
+        {},
+        production=ProductionFacts(2, {}),
+        traffic=Evidence(False, {"reason": "still serves 50%"}),
+    )
     kept = decide_promotion(
         "churn",
         new,
