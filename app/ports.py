@@ -7,12 +7,15 @@ it raises; adapters translate their engine's errors into those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from app.core.audit import AuditEvent
+from app.core.canary import Rollout
+from app.core.deployment import DeploymentView, DeploySpec
+from app.core.feedback import Feedback, PredictionRef
 from app.core.gates import Approval, Evidence, PromotionPolicy, ValidationReport
 from app.core.lifecycle import ModelStage
 from app.core.registry import (
@@ -23,6 +26,8 @@ from app.core.registry import (
     RegistryState,
     RegistryWrite,
 )
+from app.core.routing import RoutingTable
+from app.core.serving_stats import VariantStats
 from app.core.tracking import (
     Experiment,
     MetricPoint,
@@ -292,4 +297,96 @@ class ModelRegistry(Protocol):
 
     async def set_policy(self, name: str, policy: PromotionPolicy | None, actor: str) -> ModelView:
         """Set or clear a model's own policy (see `Registry.set_policy`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """What the traffic actor reloads when it starts."""
+
+    tables: Mapping[str, RoutingTable]
+    rollouts: Mapping[str, Rollout]
+    stats: Mapping[str, Mapping[str, VariantStats]]
+    p_values: Mapping[tuple[str, str, str], float]
+
+
+class TrafficStore(Protocol):
+    """Durable serving state: routing tables, rollouts, stats, predictions and feedback."""
+
+    def load(self) -> TrafficState:
+        """Tables, rollouts, stats and running p-values."""
+        ...
+
+    def save_table(
+        self,
+        table: RoutingTable | None,
+        model: str,
+        rollout: Rollout | None = None,
+        clear_rollout: bool = False,
+    ) -> None:
+        """Store (None: delete) a model's table and rollout in one transaction."""
+        ...
+
+    def save_stats(self, stats: Mapping[str, Mapping[str, VariantStats]]) -> None:
+        """Store the cumulative stats of every variant."""
+        ...
+
+    def save_p_value(self, key: tuple[str, str, str], p_value: float) -> None:
+        """Store an A/B test's running p-value."""
+        ...
+
+    def add_refs(self, refs: Iterable[PredictionRef]) -> None:
+        """Remember predictions for feedback."""
+        ...
+
+    def ref(self, request_id: str) -> PredictionRef | None:
+        """A remembered prediction."""
+        ...
+
+    def feedback_value(self, request_id: str) -> tuple[bool, float | None]:
+        """Whether feedback exists for a request, and its joined outcome (None: pending)."""
+        ...
+
+    def add_feedback(self, feedback: Feedback, value: float | None, at: float) -> None:
+        """Store feedback, joined (with its outcome) or pending."""
+        ...
+
+    def pending_feedback(self, request_ids: Iterable[str]) -> list[Feedback]:
+        """Pending feedback for these requests."""
+        ...
+
+    def join_feedback(self, request_id: str, value: float) -> None:
+        """Record the outcome of pending feedback."""
+        ...
+
+
+class ServingControl(Protocol):
+    """Deployments and feedback, as the API uses them (the traffic actor, over Ray)."""
+
+    async def deploy(self, model: str, spec: DeploySpec, actor: str) -> DeploymentView:
+        """Deploy versions with a strategy. Raises NotFound, InvalidInput, Conflict."""
+        ...
+
+    async def undeploy(self, model: str, actor: str) -> None:
+        """Remove the model's routing table. Raises NotFound (`not_deployed`)."""
+        ...
+
+    async def view(self, model: str) -> DeploymentView:
+        """The deployment with live stats. Raises NotFound (`not_deployed`)."""
+        ...
+
+    async def feedback(self, items: list[Feedback]) -> list[str]:
+        """Attach ground truth to predictions; a status per item."""
+        ...
+
+
+class Background(Protocol):
+    """Work an ingress replica runs beside requests (started and stopped with the app)."""
+
+    async def start(self) -> None:
+        """Begin."""
+        ...
+
+    async def stop(self) -> None:
+        """Finish (flush what is buffered)."""
         ...

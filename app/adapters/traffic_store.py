@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,6 +21,7 @@ from app.core.serving_codec import (
     table_from_dict,
 )
 from app.core.serving_stats import VariantStats
+from app.ports import TrafficState
 
 _metadata = sa.MetaData()
 
@@ -72,16 +72,6 @@ ab_table = sa.Table(
     sa.Column("candidate", sa.String(128), primary_key=True),
     sa.Column("p_value", sa.Float, nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class TrafficState:
-    """What the traffic actor reloads when it starts."""
-
-    tables: Mapping[str, RoutingTable] = field(default_factory=dict)
-    rollouts: Mapping[str, Rollout] = field(default_factory=dict)
-    stats: Mapping[str, Mapping[str, VariantStats]] = field(default_factory=dict)
-    p_values: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
 
 
 class SqlTrafficStore:

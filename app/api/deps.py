@@ -9,7 +9,8 @@ from fastapi import Depends, Query, Request
 
 from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
-from app.ports import ExperimentTracker, HealthProbe, ModelRegistry
+from app.ports import ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
+from app.prediction import Predictor
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,20 @@ def _registry(request: Request) -> ModelRegistry:
     return registry
 
 
+def _traffic(request: Request) -> ServingControl:
+    traffic: ServingControl | None = request.app.state.traffic
+    if traffic is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Serving is not running.")
+    return traffic
+
+
+def _predictor(request: Request) -> Predictor:
+    predictor: Predictor | None = request.app.state.predictor
+    if predictor is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Serving is not running.")
+    return predictor
+
+
 def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
@@ -51,6 +66,8 @@ def _probes(request: Request) -> tuple[HealthProbe, ...]:
 
 Tracker = Annotated[ExperimentTracker, Depends(_tracker)]
 Registry = Annotated[ModelRegistry, Depends(_registry)]
+Traffic = Annotated[ServingControl, Depends(_traffic)]
+Predictions = Annotated[Predictor, Depends(_predictor)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]

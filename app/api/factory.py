@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,10 +12,11 @@ from fastapi.openapi.utils import get_openapi
 from app.api.deps import ApiContext
 from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
-from app.api.routers import experiments, health, models, runs
+from app.api.routers import experiments, health, models, runs, serving
 from app.api.security import SECURITY_SCHEME
 from app.core.access import TokenBook
-from app.ports import ExperimentTracker, HealthProbe, ModelRegistry
+from app.ports import Background, ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
+from app.prediction import Predictor
 from app.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -44,6 +46,9 @@ def create_api(
     probes: Sequence[HealthProbe],
     *,
     registry: ModelRegistry | None = None,
+    traffic: ServingControl | None = None,
+    predictor: Predictor | None = None,
+    background: Sequence[Background] = (),
     echo_request_id: bool = True,
 ) -> FastAPI:
     """The API application.
@@ -54,10 +59,24 @@ def create_api(
         probes: components reported by `/health`.
         registry: the model registry port (the registry actor); `/models` answers 503
             without one.
+        traffic: deployments and feedback (the traffic actor).
+        predictor: the predict path.
+        background: started and stopped with the app (routing table follower, stats
+            flusher).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
             which adds it itself.
     """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for task in background:
+            await task.start()
+        yield
+        for task in reversed(background):
+            await task.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ML Service",
         version=API_VERSION,
         description=_DESCRIPTION,
@@ -70,11 +89,18 @@ def create_api(
                 "lifecycle (development -> staging -> production -> archived), approvals and "
                 "a hash-chained audit log.",
             },
+            {
+                "name": "serving",
+                "description": "Deploy versions (replace, canary, A/B, shadow), predict with "
+                "sticky assignment, feedback for A/B verdicts and canary quality.",
+            },
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
     app.state.tracker = tracker
     app.state.registry = registry
+    app.state.traffic = traffic
+    app.state.predictor = predictor
     app.state.probes = tuple(probes)
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
     app.state.context = ApiContext(
@@ -84,7 +110,7 @@ def create_api(
         max_page_size=settings.api.max_page_size,
     )
     install_problem_handlers(app)
-    for module in (experiments, runs, models, health):
+    for module in (experiments, runs, models, serving, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(
         RequestContextMiddleware,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from app.core.abtest import Verdict
 from app.core.canary import CanaryPlan, Phase, Rollout
+from app.core.feedback import PredictionRef
 from app.core.routing import (
     Backend,
     Role,
@@ -256,3 +258,27 @@ def step_table(table: RoutingTable, rollout: Rollout, revision: int, now: dateti
         now,
         table.experiment,
     )
+
+
+@dataclass(frozen=True)
+class ServingBatch:
+    """What one ingress replica reports in one flush: stats increments per variant, its
+    requests in flight, prediction references for feedback, and shadow comparisons."""
+
+    replica: str
+    stats: dict[str, dict[str, VariantStats]] = field(default_factory=dict)
+    inflight: dict[str, dict[str, int]] = field(default_factory=dict)
+    refs: tuple[PredictionRef, ...] = ()
+    shadow: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """A model's deployment as the API shows it."""
+
+    table: RoutingTable
+    rollout: Rollout | None
+    stats: dict[str, VariantStats]
+    inflight: dict[str, int]
+    shadow: dict[str, tuple[int, int]]
+    verdicts: tuple[Verdict, ...]

@@ -1,0 +1,108 @@
+"""Deployments (`/models/{id}/deploy`, `/deployment`), `/predict` and `/feedback`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+
+from app.api.deps import CurrentPrincipal, Predictions, Traffic
+from app.api.problems import problem_responses, request_id_of
+from app.api.schemas.models import MODEL_NAME_PATTERN
+from app.api.schemas.serving import (
+    DeploymentPublic,
+    DeployRequest,
+    FeedbackRequest,
+    FeedbackResponse,
+    FeedbackStatus,
+    PredictRequest,
+    PredictResponse,
+)
+from app.api.security import GuardedRoute, requires
+from app.core.access import Role
+
+router = APIRouter(tags=["serving"], route_class=GuardedRoute)
+
+ModelId = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Registered model name.")]
+
+_DEPLOY_409: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "`rollout_in_progress`: a canary is rolling out. `nothing_to_compare`: "
+        "canary and shadow need a current deployment.",
+        **problem_responses(409)[409],
+    }
+}
+
+
+@router.post(
+    "/models/{model_id}/deploy",
+    response_model=DeploymentPublic,
+    responses={**problem_responses(404, 422, 503), **_DEPLOY_409},
+)
+async def deploy(
+    model_id: ModelId, body: DeployRequest, traffic: Traffic, principal: CurrentPrincipal
+) -> DeploymentPublic:
+    """Deploy versions with a strategy: replace, canary, ab or shadow."""
+    view = await traffic.deploy(model_id, body.to_domain(), principal.name)
+    return DeploymentPublic.of(view)
+
+
+@router.get(
+    "/models/{model_id}/deployment",
+    response_model=DeploymentPublic,
+    responses=problem_responses(404, 422, 503),
+)
+async def deployment(model_id: ModelId, traffic: Traffic) -> DeploymentPublic:
+    """The routing table, each variant's live statistics, the rollout and A/B verdicts."""
+    return DeploymentPublic.of(await traffic.view(model_id))
+
+
+@router.delete(
+    "/models/{model_id}/deployment",
+    status_code=204,
+    responses=problem_responses(404, 422, 503),
+)
+async def undeploy(model_id: ModelId, traffic: Traffic, principal: CurrentPrincipal) -> Response:
+    """Undeploy the model (stops a rollout in progress)."""
+    await traffic.undeploy(model_id, principal.name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=problem_responses(404, 413, 422, 502, 503),
+    openapi_extra=requires(Role.VIEWER),
+)
+async def predict(
+    body: PredictRequest, predictor: Predictions, request: Request
+) -> PredictResponse:
+    """Predict with a deployed model (inference is a read: the viewer role suffices)."""
+    result = await predictor.predict(
+        body.model, body.inputs, body.request_key, request_id_of(request)
+    )
+    return PredictResponse(
+        request_id=result.request_id,
+        model=result.model,
+        version=result.version,
+        variant=result.variant,
+        predictions=result.predictions,
+    )
+
+
+@router.post(
+    "/feedback",
+    status_code=202,
+    response_model=FeedbackResponse,
+    responses=problem_responses(422, 503),
+)
+async def feedback(body: FeedbackRequest, traffic: Traffic) -> FeedbackResponse:
+    """Attach ground truth (a label or an outcome) to earlier predictions, by request_id."""
+    items = [item.to_domain() for item in body.items]
+    statuses = await traffic.feedback(items)
+    return FeedbackResponse(
+        results=[
+            FeedbackStatus(request_id=item.request_id, status=status)
+            for item, status in zip(items, statuses, strict=True)
+        ]
+    )

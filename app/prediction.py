@@ -1,0 +1,177 @@
+"""The predict path: route locally, call the model server, mirror to a shadow, record.
+
+Everything here runs in the ingress replica for each request, so nothing on it waits for
+an actor: the routing table is a local copy, statistics and prediction references go to
+an in-memory recorder that ships them in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.core.feedback import PredictionRef
+from app.core.model_io import RowBlock, check_block
+from app.core.routing import RoutingTable, Variant
+from app.errors import DomainError, ErrorCode, NotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer to one predict request."""
+
+    request_id: str
+    model: str
+    version: int
+    variant: str
+    predictions: list[Any]
+
+
+class RoutingSource(Protocol):
+    """The ingress's local copy of the routing tables."""
+
+    def get(self, model: str) -> RoutingTable | None:
+        """The model's table, or None if it is not deployed."""
+        ...
+
+
+class ModelInvoker(Protocol):
+    """Calls the model that serves a variant."""
+
+    async def predict(self, model: str, variant: Variant, block: RowBlock) -> list[Any]:
+        """Predictions, one per row.
+
+        Raises:
+            NotFound, Unavailable, UpstreamFailed: the version is missing, does not load,
+                or the model failed on the input.
+        """
+        ...
+
+
+class ServingRecorder(Protocol):
+    """Buffers what happened, for the traffic actor."""
+
+    def started(self, model: str, variant: str) -> None:
+        """A request to the variant is in flight."""
+        ...
+
+    def finished(self, model: str, variant: str, latency_ms: float, ok: bool) -> None:
+        """It ended (ok or not) after `latency_ms`."""
+        ...
+
+    def predicted(self, ref: PredictionRef) -> None:
+        """Remember a prediction for feedback."""
+        ...
+
+    def compared(self, model: str, variant: str, rows: int, agreed: int) -> None:
+        """A shadow answered: of `rows` rows, `agreed` matched the primary's."""
+        ...
+
+
+class Predictor:
+    """Serves `POST /predict`.
+
+    Args:
+        tables: the local routing tables.
+        invoker: calls model servers.
+        recorder: buffers stats and references.
+        max_rows: rows allowed per request.
+        draw: uniform random numbers in [0, 1) (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        tables: RoutingSource,
+        invoker: ModelInvoker,
+        recorder: ServingRecorder,
+        max_rows: int,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self._tables = tables
+        self._invoker = invoker
+        self._recorder = recorder
+        self._max_rows = max_rows
+        self._draw = draw
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    async def predict(
+        self, model: str, inputs: Any, key: str | None, request_id: str
+    ) -> Prediction:
+        """Route the request to a variant and predict.
+
+        Raises:
+            NotFound: the model is not deployed (`not_deployed`).
+            InvalidInput: the inputs are malformed.
+        """
+        table = self._tables.get(model)
+        if table is None:
+            raise NotFound(ErrorCode.NOT_DEPLOYED, f"Model {model!r} is not deployed.", model=model)
+        block = check_block(inputs, self._max_rows)
+        variant = table.choose(key, self._draw())
+        predictions = await self._call(model, variant, block)
+        self._recorder.predicted(
+            PredictionRef(
+                request_id, model, variant.name, variant.version, time.time(), tuple(predictions)
+            )
+        )
+        shadow = table.shadow()
+        if shadow is not None and table.mirrors(key, self._draw()):
+            task = asyncio.ensure_future(
+                self._mirror(model, shadow, block, predictions, request_id)
+            )
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
+        return Prediction(request_id, model, variant.version, variant.name, predictions)
+
+    async def _call(self, model: str, variant: Variant, block: RowBlock) -> list[Any]:
+        self._recorder.started(model, variant.name)
+        started = time.perf_counter()
+        ok = False
+        try:
+            predictions = await self._invoker.predict(model, variant, block)
+            ok = True
+            return predictions
+        finally:
+            latency = (time.perf_counter() - started) * 1000
+            self._recorder.finished(model, variant.name, latency, ok)
+
+    async def _mirror(
+        self, model: str, shadow: Variant, block: RowBlock, primary: list[Any], request_id: str
+    ) -> None:
+        """The shadow's answer is compared and recorded, never returned."""
+        try:
+            mirrored = await self._call(model, shadow, block)
+        except DomainError as exc:
+            log.info("shadow %s of %s failed: %s", shadow.name, model, exc.code)
+            return
+        except Exception:
+            log.exception("shadow %s of %s failed", shadow.name, model)
+            return
+        agreed = sum(_same(a, b) for a, b in zip(primary, mirrored, strict=False))
+        self._recorder.compared(model, shadow.name, len(primary), agreed)
+        self._recorder.predicted(
+            PredictionRef(
+                f"{request_id}:shadow",
+                model,
+                shadow.name,
+                shadow.version,
+                time.time(),
+                tuple(mirrored),
+            )
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
