@@ -10,7 +10,6 @@ promotion waits for its validation task; changes queue behind one lock.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -46,7 +45,7 @@ from app.core.semver import ArtifactFacts, next_semver
 from app.errors import ErrorCode, InvalidInput, NotFound
 from app.logs import configure_logging
 from app.ports import ModelCatalog, ModelValidator, RegistryStore, ServingEvidence
-from app.settings import Settings
+from app.settings import Settings, settings_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -472,12 +471,6 @@ class Registry:
                 version=number,
             )
         return version
-
-
-def settings_fingerprint(settings: Settings) -> str:
-    """A digest of the settings the registry depends on."""
-    relevant = settings.model_dump_json(include={"registry", "state", "mlflow", "log_level"})
-    return hashlib.sha256(relevant.encode("utf-8")).hexdigest()[:16]
 
 
 def _checks(checks: tuple[Check, ...]) -> list[dict[str, Any]]:

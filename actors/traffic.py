@@ -32,7 +32,7 @@ from app.core.serving_stats import VariantStats, merge_all
 from app.errors import Conflict, ErrorCode, InvalidInput, NotFound
 from app.logs import configure_logging
 from app.ports import TrafficStore
-from app.settings import Settings
+from app.settings import Settings, settings_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Traffic:
     ) -> None:
         configure_logging(settings.log_level)
         self._config = settings.serving
+        self._fingerprint = settings_fingerprint(settings)
         self._store = store or _default_store(settings)
         self._registry = registry or _RegistryClient(settings)
         self._clock = clock
@@ -69,6 +70,7 @@ class Traffic:
         self._rollouts = dict(state.rollouts)
         self._stats = {m: dict(v) for m, v in state.stats.items()}
         self._p_values = dict(state.p_values)
+        self._starts = {k: dict(v) for k, v in state.starts.items()}
         self._revision = max((t.revision for t in self._tables.values()), default=0)
         self._epoch = secrets.token_hex(6)
         self._inflight: dict[str, dict[str, dict[str, tuple[int, float]]]] = {}
@@ -145,6 +147,7 @@ class Traffic:
         async with self._lock:
             _refuse_during_rollout(self._rollouts.get(model))
             now = datetime.now(UTC)
+            stats = self._stats.get(model, {})
             table, rollout = plan(
                 model,
                 spec,
@@ -153,9 +156,15 @@ class Traffic:
                 now,
                 secrets.token_hex(8),
                 actor,
-                self._stats.get(model, {}),
+                stats,
             )
-            await asyncio.to_thread(self._store.save_table, table, model, rollout, True)
+            start = None
+            if table.experiment and (model, table.experiment) not in self._starts:
+                # A/B statistics count from the start of the experiment only.
+                start = {v.name: stats.get(v.name, VariantStats()) for v in table.variants}
+            await asyncio.to_thread(self._store.save_table, table, model, rollout, True, start)
+            if start is not None:
+                self._starts[(model, table.experiment)] = start
             self._publish(table, rollout, clear_rollout=True)
             if rollout is not None:
                 self._control(model)
@@ -269,6 +278,10 @@ class Traffic:
         """Liveness."""
         return True
 
+    def settings_fingerprint(self) -> str:
+        """Which settings this actor runs with (the builder replaces it when they change)."""
+        return self._fingerprint
+
     # -- internals --------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -373,9 +386,14 @@ class Traffic:
             c: p for (m, e, c), p in self._p_values.items() if m == model and e == table.experiment
         }
         config = self._config.ab_test
+        start = self._starts.get((model, table.experiment), {})
+        window = {
+            name: value.minus(start[name]) if name in start else value
+            for name, value in self._stats.get(model, {}).items()
+        }
         found = verdicts(
             table,
-            self._stats.get(model, {}),
+            window,
             AbTestConfig(config.alpha, config.tau, config.min_outcomes),
             known,
         )

@@ -308,6 +308,7 @@ class TrafficState:
     rollouts: Mapping[str, Rollout]
     stats: Mapping[str, Mapping[str, VariantStats]]
     p_values: Mapping[tuple[str, str, str], float]
+    starts: Mapping[tuple[str, str], Mapping[str, VariantStats]]
 
 
 class TrafficStore(Protocol):
@@ -323,8 +324,10 @@ class TrafficStore(Protocol):
         model: str,
         rollout: Rollout | None = None,
         clear_rollout: bool = False,
+        start: Mapping[str, VariantStats] | None = None,
     ) -> None:
-        """Store (None: delete) a model's table and rollout in one transaction."""
+        """Store (None: delete) a model's table, rollout and experiment-start stats in one
+        transaction."""
         ...
 
     def save_stats(self, stats: Mapping[str, Mapping[str, VariantStats]]) -> None:

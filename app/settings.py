@@ -9,6 +9,7 @@ the file (or environment variable) it came from in the message.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -214,6 +215,15 @@ class ServingSettings(_Section):
         default=2, ge=0, le=5, description="Retries when a model server replica dies mid-call."
     )
     model_load_timeout_s: float = Field(default=120, gt=0, description="A slower load fails.")
+    max_models_per_replica: int = Field(
+        default=8, ge=1, description="Versions a model server replica keeps loaded (LRU)."
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Requests batched into one model call (same version)."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.002, ge=0, description="How long a batch waits to fill."
+    )
     stats_flush_s: float = Field(
         default=1.0, gt=0, description="How often ingress replicas ship stats to the actor."
     )
@@ -381,6 +391,13 @@ def load_settings(
             return Settings(**init).resolved()
         except ValidationError as exc:
             raise SettingsError(_describe(exc, layers, init)) from None
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """A short digest of the settings: long-lived actors built with other settings are
+    replaced by the application builder."""
+    text = settings.model_dump_json()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _describe(

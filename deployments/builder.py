@@ -1,4 +1,5 @@
-"""The one place where plain classes become Serve deployments (import paths of serve_config.yaml).
+"""The one place where plain classes become Serve deployments and Ray actors
+(the import paths of serve_config.yaml).
 
 Topology (replicas, autoscaling, resources) comes from `serve_config.yaml`; business
 settings from `configs/`. Settings are loaded and validated here, at build time, so a bad
@@ -15,12 +16,15 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
+from ray.serve.deployment import Deployment
 
-from actors.registry import Registry, settings_fingerprint
+from actors.registry import Registry
+from actors.traffic import Traffic
 from app.bootstrap import prepare
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, settings_fingerprint
 from deployments.ingress import Ingress
 from deployments.mlflow_server import MlflowServer
+from deployments.model_server import ModelServer
 
 _ACTOR_START_S = 120
 
@@ -43,33 +47,72 @@ def _settings(args: AppArgs, *, announce: bool) -> Settings:
 
 
 def build_ml_app(args: AppArgs) -> Application:
-    """The `ml` application: the API ingress, with the registry actor behind it."""
+    """The `ml` application: the API ingress and the model servers, with the registry and
+    traffic actors behind them."""
     settings = _settings(args, announce=True)
     registry = registry_actor(settings)
-    deployment = serve.deployment(name="Ingress")(serve.ingress()(Ingress))
-    return deployment.bind(settings, registry)
+    traffic = traffic_actor(settings)
+    server = model_server(settings).bind(
+        settings.mlflow.tracking_uri, settings.serving.model_load_timeout_s, settings.log_level
+    )
+    ingress = serve.deployment(name="Ingress")(serve.ingress()(Ingress))
+    return ingress.bind(settings, registry, traffic, server)
+
+
+def build_mlflow_app(args: AppArgs) -> Application:
+    """The `mlflow` application: MLflow's tracking server and UI, behind the service's tokens."""
+    settings = _settings(args, announce=False)
+    deployment = serve.deployment(name="MlflowServer")(serve.ingress()(MlflowServer))
+    return deployment.bind(settings)
+
+
+def model_server(settings: Settings) -> Deployment:
+    """The model server with Serve's multiplexing on `load` and batching on `predict_batch`."""
+    config = settings.serving
+
+    batch: Any = serve.batch(
+        max_batch_size=config.max_batch_size, batch_wait_timeout_s=config.batch_wait_timeout_s
+    )
+
+    class MultiplexedModelServer(ModelServer):
+        load = serve.multiplexed(max_num_models_per_replica=config.max_models_per_replica)(
+            ModelServer.load
+        )
+        predict_batch = batch(ModelServer.predict_batch)
+
+    deployment: Deployment = serve.deployment(name="ModelServer")(MultiplexedModelServer)
+    return deployment
 
 
 def registry_actor(settings: Settings) -> Any:
-    """The registry actor: named and detached, so it outlives redeploys of the Serve
-    application; restarted by Ray when it dies (its state is in the database). An actor
-    running with other settings is replaced."""
-    config = settings.registry
+    """The registry actor (see `detached_actor`)."""
+    return detached_actor(Registry, settings.registry.actor_name, settings)
+
+
+def traffic_actor(settings: Settings) -> Any:
+    """The traffic actor (see `detached_actor`)."""
+    return detached_actor(Traffic, settings.serving.traffic_actor_name, settings)
+
+
+def detached_actor(cls: type, name: str, settings: Settings) -> Any:
+    """A named, detached actor: it outlives redeploys of the Serve application and is
+    restarted by Ray when it dies (its state is in the database). One running with other
+    settings is replaced."""
     options = {
-        "name": config.actor_name,
-        "namespace": config.namespace,
+        "name": name,
+        "namespace": settings.registry.namespace,
         "lifetime": "detached",
         "get_if_exists": True,
         "max_restarts": -1,
         "max_task_retries": 0,
         "num_cpus": 0,
     }
-    remote_class: Any = ray.remote(Registry)
+    remote_class: Any = ray.remote(cls)
     handle = remote_class.options(**options).remote(settings)
     running = ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
     if running != settings_fingerprint(settings):
         ray.kill(handle, no_restart=True)
-        _wait_until_gone(config.actor_name, config.namespace)
+        _wait_until_gone(name, settings.registry.namespace)
         handle = remote_class.options(**options).remote(settings)
         ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
     return handle
@@ -84,10 +127,3 @@ def _wait_until_gone(name: str, namespace: str) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"actor {name} did not stop")
-
-
-def build_mlflow_app(args: AppArgs) -> Application:
-    """The `mlflow` application: MLflow's tracking server and UI, behind the service's tokens."""
-    settings = _settings(args, announce=False)
-    deployment = serve.deployment(name="MlflowServer")(serve.ingress()(MlflowServer))
-    return deployment.bind(settings)

@@ -16,11 +16,15 @@ class Ingress:
     Args:
         settings: resolved settings, with token hashes (see `app.bootstrap.prepare`).
         registry: the registry actor's handle.
+        traffic: the traffic actor's handle.
+        model_server: the model server's deployment handle.
     """
 
-    def __init__(self, settings: Settings, registry: Any) -> None:
+    def __init__(self, settings: Settings, registry: Any, traffic: Any, model_server: Any) -> None:
         self._settings = settings
         self._registry_handle = registry
+        self._traffic_handle = traffic
+        self._model_server = model_server
         configure_logging(settings.log_level)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -28,17 +32,35 @@ class Ingress:
         from app.adapters.health_probes import ArtifactStoreProbe, PingProbe, RayClusterProbe
         from app.adapters.mlflow_tracking import MlflowExperimentTracker
         from app.adapters.registry_actor_client import ActorModelRegistry
+        from app.adapters.serve_invoker import ServeModelInvoker
+        from app.adapters.traffic_client import BufferedRecorder, RoutingCache, TrafficClient
         from app.api.factory import create_api
+        from app.prediction import Predictor
 
-        mlflow = self._settings.mlflow
+        mlflow, serving = self._settings.mlflow, self._settings.serving
         assert mlflow.tracking_uri and mlflow.artifact_root  # resolved by load_settings
         tracker = MlflowExperimentTracker(mlflow.tracking_uri, mlflow.artifact_root)
         registry = ActorModelRegistry(self._registry_handle)
+        traffic = TrafficClient(self._traffic_handle)
+        tables = RoutingCache(self._traffic_handle)
+        recorder = BufferedRecorder(self._traffic_handle, serving.stats_flush_s)
+        invoker = ServeModelInvoker(self._model_server, serving.retries)
+        predictor = Predictor(tables, invoker, recorder, serving.max_rows_per_request)
         probes = (
             RayClusterProbe(),
             PingProbe("mlflow_store", tracker.ping),
             ArtifactStoreProbe(mlflow.artifact_root),
             PingProbe("registry", registry.ping),
+            PingProbe("traffic", traffic.ping),
         )
         # Serve's proxy assigns and echoes x-request-id; the app reuses it.
-        return create_api(self._settings, tracker, probes, registry=registry, echo_request_id=False)
+        return create_api(
+            self._settings,
+            tracker,
+            probes,
+            registry=registry,
+            traffic=traffic,
+            predictor=predictor,
+            background=(tables, recorder),
+            echo_request_id=False,
+        )

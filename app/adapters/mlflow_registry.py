@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ class MlflowModelCatalog:
         # default tracking URI, whatever the client was given: the catalog's process (the
         # registry actor) is dedicated to this one store, so make it the default.
         mlflow.set_tracking_uri(tracking_uri)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no log noise
         self._client = MlflowClient(tracking_uri, tracking_uri)
 
     def describe(self, run_id: str, artifact_path: str) -> ModelSource:

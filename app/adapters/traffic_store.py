@@ -64,6 +64,14 @@ feedback_table = sa.Table(
     sa.Column("value", sa.Float, nullable=True),  # the joined outcome; null while pending
     sa.Column("at", sa.Float, nullable=False),
 )
+snapshots_table = sa.Table(
+    "ab_snapshots",
+    _metadata,
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("variant", sa.String(128), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
 ab_table = sa.Table(
     "ab_tests",
     _metadata,
@@ -101,7 +109,12 @@ class SqlTrafficStore:
                 (r.model, r.experiment, r.candidate): r.p_value
                 for r in conn.execute(sa.select(ab_table))
             }
-        return TrafficState(tables, rollouts, stats, p_values)
+            starts: dict[tuple[str, str], dict[str, VariantStats]] = {}
+            for row in conn.execute(sa.select(snapshots_table)):
+                starts.setdefault((row.model, row.experiment), {})[row.variant] = stats_from_dict(
+                    json.loads(row.body)
+                )
+        return TrafficState(tables, rollouts, stats, p_values, starts)
 
     def save_table(
         self,
@@ -109,9 +122,21 @@ class SqlTrafficStore:
         model: str,
         rollout: Rollout | None = None,
         clear_rollout: bool = False,
+        start: Mapping[str, VariantStats] | None = None,
     ) -> None:
-        """Store (or, with None, delete) a model's table, and its rollout, in one go."""
+        """Store (or, with None, delete) a model's table, its rollout, and the stats at the
+        start of its experiment, in one go."""
         with self._engine.begin() as conn:
+            if table is not None and start is not None:
+                for variant, value in start.items():
+                    conn.execute(
+                        sa.insert(snapshots_table).values(
+                            model=model,
+                            experiment=table.experiment,
+                            variant=variant,
+                            body=json.dumps(stats_as_dict(value)),
+                        )
+                    )
             conn.execute(sa.delete(tables_table).where(tables_table.c.model == model))
             if table is not None:
                 conn.execute(
