@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ class ModelServer:
         import mlflow
 
         configure_logging(log_level)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_tracking_uri(tracking_uri)  # a dedicated process: models:/ URIs resolve here
         self._load_timeout_s = load_timeout_s
 
@@ -98,26 +100,27 @@ class ModelServer:
         return LoadedModel(model_id, pyfunc)
 
     async def predict(self, model_id: str, block: RowBlock) -> list[Any]:
-        """Predictions for one request's rows (batched with concurrent requests)."""
+        """Predictions for one request's rows (batched with concurrent requests).
+
+        Raises:
+            NotFound, Unavailable: the version is missing or does not load.
+            UpstreamFailed: the model failed on these rows (`prediction_failed`).
+        """
         # Serve's batch wrapper (applied by the builder) takes one request's arguments.
-        result: list[Any] = await self.predict_batch(model_id, block)  # type: ignore[arg-type]
-        return result
+        result = await self.predict_batch(model_id, block)  # type: ignore[arg-type]
+        if isinstance(result, Exception):
+            raise result
+        answer: list[Any] = result
+        return answer
 
     async def predict_batch(
         self, model_ids: Sequence[str], blocks: Sequence[RowBlock]
-    ) -> list[list[Any]]:
-        """Predictions for several requests to the same version, in one model call when the
-        output has a row per input row (else one call per request)."""
+    ) -> list[list[Any] | UpstreamFailed]:
+        """Predictions for several requests to the same version: one model call when the
+        output has a row per input row, else (or when it fails) one call per request, so a
+        request the model fails on does not fail the others."""
         model = await self.load(model_ids[0])
-        try:
-            return await asyncio.to_thread(_predict_blocks, model, list(blocks))
-        except Exception:
-            log.exception("prediction failed on %s", model.model_id)
-            raise UpstreamFailed(
-                ErrorCode.PREDICTION_FAILED,
-                f"The model {model.model_id} failed on this input.",
-                model=model.model_id,
-            ) from None
+        return await asyncio.to_thread(_predict_blocks, model, list(blocks))
 
     def check_health(self) -> None:
         """Serve's health check: the replica answers."""
@@ -139,19 +142,30 @@ def _load_pyfunc(uri: str) -> Any:
         raise
 
 
-def _predict_blocks(model: LoadedModel, blocks: list[RowBlock]) -> list[list[Any]]:
-    sizes = [rows_of(block) for block in blocks]
+def _predict_blocks(model: LoadedModel, blocks: list[RowBlock]) -> list[list[Any] | UpstreamFailed]:
     if len(blocks) > 1:
-        joined = as_model_input(model.tensor_input, model.dtype, model.columns, blocks)
-        output = model.pyfunc.predict(joined)
-        parts = split_output(output, sizes)
+        try:
+            joined = model.pyfunc.predict(
+                as_model_input(model.tensor_input, model.dtype, model.columns, blocks)
+            )
+            parts = split_output(joined, [rows_of(block) for block in blocks])
+        except Exception:
+            parts = None  # find out which request the model fails on, one at a time
         if parts is not None:
             return [to_jsonable(part) for part in parts]
-    return [
-        to_jsonable(
-            model.pyfunc.predict(
-                as_model_input(model.tensor_input, model.dtype, model.columns, [block])
-            )
+    return [_predict_one(model, block) for block in blocks]
+
+
+def _predict_one(model: LoadedModel, block: RowBlock) -> list[Any] | UpstreamFailed:
+    try:
+        output = model.pyfunc.predict(
+            as_model_input(model.tensor_input, model.dtype, model.columns, [block])
         )
-        for block in blocks
-    ]
+        return to_jsonable(output)
+    except Exception:
+        log.exception("prediction failed on %s", model.model_id)
+        return UpstreamFailed(
+            ErrorCode.PREDICTION_FAILED,
+            f"The model {model.model_id} failed on this input (see the service log).",
+            model=model.model_id,
+        )

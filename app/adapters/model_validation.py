@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ def validate_model(tracking_uri: str, model_uri: str) -> ValidationReport:
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model, validate_schema
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri)
     steps: list[tuple[str, bool, str]] = []
     state: dict[str, Any] = {}

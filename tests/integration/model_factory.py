@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import mlflow
@@ -65,3 +66,39 @@ def _experiment(name: str, artifact_root: str) -> str:
     if found is not None:
         return str(found.experiment_id)
     return str(mlflow.create_experiment(name, artifact_location=f"{artifact_root}/{name}"))
+
+
+class FlakyModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Fails on every row whose first feature is above `threshold`; else predicts 0/1."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def predict(
+        self, context: object, model_input: pd.DataFrame, params: object = None
+    ) -> list[int]:
+        first = model_input.iloc[:, 0]
+        if (first > self.threshold).any():
+            raise ValueError("feature out of the range this model handles")
+        return [int(x > self.threshold / 2) for x in first]
+
+
+def log_flaky_run(
+    tracking_uri: str, artifact_root: str, experiment: str, threshold: float = 0.5
+) -> LoggedRun:
+    """A run logging a pyfunc model that raises on part of its inputs (a bad canary)."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable anywhere
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = _experiment(experiment, artifact_root)
+    example = pd.DataFrame({f"f{i}": [0.1, 0.2] for i in range(4)})
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_metric("accuracy", 0.9)
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FlakyModel(threshold),
+            input_example=example,
+            pip_requirements=PIP,
+        )
+    return LoggedRun(run.info.run_id, experiment_id)
