@@ -76,6 +76,7 @@ class Traffic:
         self._inflight: dict[str, dict[str, dict[str, tuple[int, float]]]] = {}
         self._shadow: dict[str, dict[str, tuple[int, int]]] = {}
         self._refs: OrderedDict[str, PredictionRef] = OrderedDict()
+        self._pending = self._store.pending_count()
         self._lock = asyncio.Lock()
         self._changed: asyncio.Event | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -213,11 +214,12 @@ class Traffic:
             await asyncio.to_thread(self._store.add_refs, batch.refs)
             for ref in batch.refs:
                 self._remember(ref)
-            pending = await asyncio.to_thread(
-                self._store.pending_feedback, [r.request_id for r in batch.refs]
-            )
-            for feedback in pending:
-                await self._join(self._refs[feedback.request_id], feedback, pending=True)
+            if self._pending:  # only look for early feedback when some is waiting
+                pending = await asyncio.to_thread(
+                    self._store.pending_feedback, [r.request_id for r in batch.refs]
+                )
+                for feedback in pending:
+                    await self._join(self._refs[feedback.request_id], feedback, pending=True)
 
     async def feedback(self, items: list[Feedback]) -> list[str]:
         """Attach ground truth to earlier predictions; per item: recorded, pending (its
@@ -233,6 +235,7 @@ class Traffic:
             )
             if ref is None:
                 await asyncio.to_thread(self._store.add_feedback, item, None, self._clock())
+                self._pending += 1
                 statuses.append("pending")
                 continue
             await self._join(ref, item, pending=False)
@@ -374,6 +377,7 @@ class Traffic:
         variants[ref.variant] = variants.get(ref.variant, VariantStats()).with_outcome(value)
         if pending:
             await asyncio.to_thread(self._store.join_feedback, item.request_id, value)
+            self._pending = max(0, self._pending - 1)
         else:
             await asyncio.to_thread(self._store.add_feedback, item, value, self._clock())
 

@@ -354,6 +354,10 @@ class TrafficStore(Protocol):
         """Store feedback, joined (with its outcome) or pending."""
         ...
 
+    def pending_count(self) -> int:
+        """How much feedback waits for its prediction."""
+        ...
+
     def pending_feedback(self, request_ids: Iterable[str]) -> list[Feedback]:
         """Pending feedback for these requests."""
         ...

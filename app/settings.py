@@ -219,7 +219,10 @@ class ServingSettings(_Section):
         default=8, ge=1, description="Versions a model server replica keeps loaded (LRU)."
     )
     max_batch_size: int = Field(
-        default=32, ge=1, description="Requests batched into one model call (same version)."
+        default=1,
+        ge=1,
+        description="Requests batched into one model call (same version); 1 turns batching "
+        "off, which is faster for small models (benchmarks/predict.py measures both).",
     )
     batch_wait_timeout_s: float = Field(
         default=0.002, ge=0, description="How long a batch waits to fill."

@@ -67,18 +67,22 @@ def build_mlflow_app(args: AppArgs) -> Application:
 
 
 def model_server(settings: Settings) -> Deployment:
-    """The model server with Serve's multiplexing on `load` and batching on `predict_batch`."""
+    """The model server with Serve's multiplexing on `load`, and request batching on
+    `predict_batch` when `serving.max_batch_size` is above 1."""
     config = settings.serving
-
-    batch: Any = serve.batch(
-        max_batch_size=config.max_batch_size, batch_wait_timeout_s=config.batch_wait_timeout_s
-    )
 
     class MultiplexedModelServer(ModelServer):
         load = serve.multiplexed(max_num_models_per_replica=config.max_models_per_replica)(
             ModelServer.load
         )
-        predict_batch = batch(ModelServer.predict_batch)
+
+    if config.max_batch_size > 1:
+        batch: Any = serve.batch(
+            max_batch_size=config.max_batch_size,
+            batch_wait_timeout_s=config.batch_wait_timeout_s,
+        )
+        MultiplexedModelServer.predict_batch = batch(ModelServer.predict_batch)  # type: ignore[method-assign]
+        MultiplexedModelServer.batched = True
 
     deployment: Deployment = serve.deployment(name="ModelServer")(MultiplexedModelServer)
     return deployment

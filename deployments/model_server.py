@@ -45,11 +45,17 @@ class LoadedModel:
 class ModelServer:
     """Loads versions from the MLflow registry and predicts on blocks of rows.
 
+    `batched` is set by the builder when it applies Serve's request batching.
+
+    `batched` is set by the builder when it applies Serve's request batching.
+
     Args:
         tracking_uri: the MLflow tracking and registry store.
         load_timeout_s: a version that does not load in time is an error, not a hang.
         log_level: the service log level.
     """
+
+    batched = False
 
     def __init__(
         self, tracking_uri: str, load_timeout_s: float = 120.0, log_level: str = "INFO"
@@ -106,8 +112,11 @@ class ModelServer:
             NotFound, Unavailable: the version is missing or does not load.
             UpstreamFailed: the model failed on these rows (`prediction_failed`).
         """
-        # Serve's batch wrapper (applied by the builder) takes one request's arguments.
-        result = await self.predict_batch(model_id, block)  # type: ignore[arg-type]
+        result: Any
+        if self.batched:  # Serve's batch wrapper (see the builder) takes one request's args
+            result = await self.predict_batch(model_id, block)  # type: ignore[arg-type]
+        else:
+            result = (await self.predict_batch([model_id], [block]))[0]
         if isinstance(result, Exception):
             raise result
         answer: list[Any] = result
@@ -120,7 +129,9 @@ class ModelServer:
         output has a row per input row, else (or when it fails) one call per request, so a
         request the model fails on does not fail the others."""
         model = await self.load(model_ids[0])
-        return await asyncio.to_thread(_predict_blocks, model, list(blocks))
+        # Inline, not in a thread: a prediction is CPU work under the GIL either way, and
+        # the hop costs more than small models take.
+        return _predict_blocks(model, list(blocks))
 
     def check_health(self) -> None:
         """Serve's health check: the replica answers."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -198,16 +199,17 @@ class SqlTrafficStore:
         if not rows:
             return
         with self._engine.begin() as conn:
-            known = set(
-                conn.execute(
-                    sa.select(refs_table.c.request_id).where(
-                        refs_table.c.request_id.in_([r["request_id"] for r in rows])
-                    )
-                ).scalars()
-            )
-            fresh = [r for r in rows if r["request_id"] not in known]
-            if fresh:
-                conn.execute(sa.insert(refs_table), fresh)
+            conn.execute(_insert_ignoring_duplicates(conn, refs_table), rows)
+
+    def pending_count(self) -> int:
+        """How much feedback waits for its prediction."""
+        with self._engine.connect() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(feedback_table)
+                .where(feedback_table.c.value.is_(None))
+            ).scalar()
+        return int(count or 0)
 
     def ref(self, request_id: str) -> PredictionRef | None:
         """A remembered prediction."""
@@ -276,3 +278,16 @@ class SqlTrafficStore:
         """Touch the database."""
         with self._engine.connect() as conn:
             conn.execute(sa.select(1))
+
+
+def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT that skips rows whose key exists (a flush retried after a failure)."""
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(table).on_conflict_do_nothing()
+    return sa.insert(table).prefix_with("IGNORE")  # MySQL

@@ -23,43 +23,43 @@ class ApiContext:
     max_page_size: int
 
 
-def _tracker(request: Request) -> ExperimentTracker:
+async def _tracker(request: Request) -> ExperimentTracker:
     tracker: ExperimentTracker = request.app.state.tracker
     return tracker
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
     principal: Principal = request.state.principal
     return principal
 
 
-def _context(request: Request) -> ApiContext:
+async def _context(request: Request) -> ApiContext:
     context: ApiContext = request.app.state.context
     return context
 
 
-def _registry(request: Request) -> ModelRegistry:
+async def _registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry | None = request.app.state.registry
     if registry is None:
         raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The model registry is not running.")
     return registry
 
 
-def _traffic(request: Request) -> ServingControl:
+async def _traffic(request: Request) -> ServingControl:
     traffic: ServingControl | None = request.app.state.traffic
     if traffic is None:
         raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Serving is not running.")
     return traffic
 
 
-def _predictor(request: Request) -> Predictor:
+async def _predictor(request: Request) -> Predictor:
     predictor: Predictor | None = request.app.state.predictor
     if predictor is None:
         raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Serving is not running.")
     return predictor
 
 
-def _probes(request: Request) -> tuple[HealthProbe, ...]:
+async def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
 
@@ -81,7 +81,7 @@ class PageRequest:
     token: str | None
 
 
-def _page(
+async def _page(
     context: Context,
     page_size: Annotated[
         int | None, Query(ge=1, description="Items per page (default 50, at most 500).")

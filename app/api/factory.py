@@ -110,7 +110,8 @@ def create_api(
         max_page_size=settings.api.max_page_size,
     )
     install_problem_handlers(app)
-    for module in (experiments, runs, models, serving, health):
+    # The predict route first: routes are matched in order, on every request.
+    for module in (serving, experiments, runs, models, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(
         RequestContextMiddleware,

@@ -102,6 +102,7 @@ def service(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "ML_SERVING__CANARY_TICK_S": "0.2",
         "ML_SERVING__STATS_FLUSH_S": "0.2",
         "ML_SERVING__DRAIN_WINDOW_S": "1",
+        "ML_SERVING__MAX_BATCH_SIZE": "8",  # the batched path (default off, see README)
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
