@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,14 +24,21 @@ def free_port() -> int:
 class Service:
     """One `scripts/serve` process group, with its own port and data directory."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, model_server_replicas: int | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = workdir / "data"
         self.config = workdir / "serve_config.yaml"
-        text = (ROOT / "serve_config.yaml").read_text()
-        self.config.write_text(text.replace("port: 8000", f"port: {self.port}"))
+        config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+        config["http_options"]["port"] = self.port
+        if model_server_replicas is not None:
+            for app in config["applications"]:
+                for deployment in app.get("deployments", []):
+                    if deployment["name"] == "ModelServer":
+                        deployment.pop("autoscaling_config", None)
+                        deployment["num_replicas"] = model_server_replicas
+        self.config.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "serve.log"
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import signal
 import stat
+import subprocess
+import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ BASE = "/api/v1/ml"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("service"))
+    service = Service(tmp_path_factory.mktemp("service"), model_server_replicas=2)
     try:
         yield service
     finally:
@@ -88,34 +94,74 @@ def test_mlflow_ui_and_client_see_the_same_experiment_and_run(
 
 
 @pytest.fixture(scope="module")
-def registered(service: Service, first_start: dict[str, str]) -> dict[str, object]:
-    """Before the restart: a model logged through /mlflow, registered, promoted to staging
-    (the validation runs as a Ray task in the service's cluster) and approved."""
+def registered(service: Service, first_start: dict[str, str]) -> dict[str, Any]:
+    """Before the restart: two models logged through /mlflow and registered; the first
+    promoted to staging (its validation runs as a Ray task in the service's cluster) and
+    approved; both deployed as a 50/50 A/B test, with the variant each key got."""
     os.environ["MLFLOW_TRACKING_TOKEN"] = first_start["token"]
     try:
-        logged = log_model_run(
-            f"{service.url}/mlflow", str(service.data_dir / "mlflow" / "artifacts"), "e2e-models"
-        )
+        runs = [
+            log_model_run(
+                f"{service.url}/mlflow",
+                str(service.data_dir / "mlflow" / "artifacts"),
+                "e2e-models",
+                seed=seed,
+            )
+            for seed in (1, 2)
+        ]
     finally:
         os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
     auth = {"Authorization": f"Bearer {first_start['token']}"}
-    with httpx.Client(base_url=service.url, timeout=300) as http:
-        version = http.post(
-            f"{BASE}/models", json={"name": "churn", "run_id": logged.run_id}, headers=auth
-        )
-        assert version.status_code == 201, version.text
-        number = version.json()["version"]
+    with httpx.Client(base_url=service.url, timeout=300, headers=auth) as http:
+        numbers = []
+        for logged in runs:
+            version = http.post(f"{BASE}/models", json={"name": "churn", "run_id": logged.run_id})
+            assert version.status_code == 201, version.text
+            numbers.append(version.json()["version"])
         promoted = http.post(
-            f"{BASE}/models/churn/promote", json={"version": number, "to": "staging"}, headers=auth
+            f"{BASE}/models/churn/promote", json={"version": numbers[0], "to": "staging"}
         )
         assert promoted.status_code == 200, promoted.text
-        approval = http.post(
-            f"{BASE}/models/churn/approvals", json={"version": number}, headers=auth
-        )
+        approval = http.post(f"{BASE}/models/churn/approvals", json={"version": numbers[0]})
         assert approval.status_code == 201, approval.text
-        model = http.get(f"{BASE}/models/churn", headers=auth).json()
-        events = http.get(f"{BASE}/models/churn/audit", headers=auth).json()["events"]
-    return {"version": number, "model": model, "events": events}
+        deployed = http.post(
+            f"{BASE}/models/churn/deploy",
+            json={
+                "strategy": "ab",
+                "variants": [
+                    {"version": numbers[0], "weight": 50},
+                    {"version": numbers[1], "weight": 50},
+                ],
+            },
+        )
+        assert deployed.status_code == 200, deployed.text
+        sticky = sticky_variants(http, [f"customer-{i}" for i in range(60)])
+        model = http.get(f"{BASE}/models/churn").json()
+        events = http.get(f"{BASE}/models/churn/audit").json()["events"]
+    return {
+        "version": numbers[0],
+        "versions": numbers,
+        "model": model,
+        "events": events,
+        "sticky": sticky,
+    }
+
+
+def sticky_variants(http: httpx.Client, keys: list[str]) -> dict[str, str]:
+    variants = {}
+    for key in keys:
+        for _ in range(50):  # the ingress picks the new routing table up within moments
+            answer = http.post(
+                f"{BASE}/predict",
+                json={"model": "churn", "inputs": [[0.1, 0.2, 0.3, 0.4]], "request_key": key},
+            )
+            if answer.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert answer.status_code == 200, answer.text
+        variants[key] = answer.json()["variant"]
+    assert set(variants.values()) == {"v1", "v2"}
+    return variants
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +206,15 @@ def test_a_restart_keeps_the_registry(
         model["stages"]
         == before["stages"]
         == {
-            "development": [],
+            "development": [registered["versions"][1]],
             "staging": [registered["version"]],
             "production": [],
             "archived": [],
         }
     )
     assert model["approvals"] == before["approvals"] and len(model["approvals"]) == 1
-    assert audit["events"] == registered["events"] and audit["verification"]["valid"]
+    assert audit["events"][: len(registered["events"])] == registered["events"]
+    assert audit["verification"]["valid"]
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", second_start.by_role[Role.VIEWER])
     aliases = mlflow.MlflowClient(f"{service.url}/mlflow").get_registered_model("churn").aliases
     assert {k: int(v) for k, v in aliases.items()} == {"staging": registered["version"]}
@@ -222,3 +269,53 @@ def test_errors_are_problem_json(
         assert duplicate.json()["code"] == "experiment_already_exists"
         old_token = {"Authorization": f"Bearer {first_start['token']}"}
         assert http.get(f"{BASE}/experiments", headers=old_token).status_code == 401
+
+
+def test_a_restart_keeps_sticky_assignment(
+    service: Service, registered: dict[str, Any], second_start: Tokens
+) -> None:
+    viewer = second_start.header(Role.VIEWER)
+    with httpx.Client(base_url=service.url, timeout=60, headers=viewer) as http:
+        after = sticky_variants(http, list(registered["sticky"]))
+    assert after == registered["sticky"]
+
+
+def test_killing_a_model_server_replica_under_load(
+    service: Service, registered: dict[str, Any], second_start: Tokens
+) -> None:
+    """Two model server replicas; one is killed (SIGKILL) while 8 clients predict."""
+    viewer = second_start.header(Role.VIEWER)
+    statuses: Counter[int] = Counter()
+    stop = time.monotonic() + 12
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=60, headers=viewer) as http:
+            i = 0
+            while time.monotonic() < stop:
+                answer = http.post(
+                    f"{BASE}/predict",
+                    json={
+                        "model": "churn",
+                        "inputs": [[0.1, 0.2, 0.3, 0.4]],
+                        "request_key": f"load-{index}-{i}",
+                    },
+                )
+                statuses[answer.status_code] += 1
+                i += 1
+
+    replicas = subprocess.run(
+        ["pgrep", "-f", "ServeReplica:ml:ModelServer"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(replicas) == 2, replicas
+    with ThreadPoolExecutor(8) as pool:
+        for index in range(8):
+            pool.submit(client, index)
+        time.sleep(4)
+        os.kill(int(replicas[0]), signal.SIGKILL)
+    total = sum(statuses.values())
+    failed = total - statuses[200]
+    logging.getLogger(__name__).warning(
+        "replica kill under load: %d requests, %d failed (%s)", total, failed, dict(statuses)
+    )
+    assert total > 100
+    assert failed / total <= 0.02, dict(statuses)
