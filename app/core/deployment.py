@@ -192,6 +192,7 @@ def _canary(
     stats: dict[str, VariantStats],
 ) -> tuple[RoutingTable, Rollout]:
     version = _require_version(spec)
+    _check_steps(spec.canary)
     baseline = max(current.serving(), key=lambda v: v.weight)
     canary = Variant(
         variant_name(version, spec.backend),
@@ -202,7 +203,6 @@ def _canary(
     )
     if canary.name == baseline.name:
         raise InvalidInput.for_field("version", "the canary must differ from the baseline")
-    _check_steps(spec.canary)
     base = Variant(
         baseline.name, baseline.version, 100.0 - canary.weight, Role.PRIMARY, baseline.backend
     )

@@ -104,6 +104,7 @@ def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
             "mlflow_store": "ok",
             "artifact_store": "ok",
             "registry": "ok",
+            "traffic": "ok",
         }
 
         created = http.post(
