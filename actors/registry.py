@@ -77,6 +77,9 @@ class Registry:
     ) -> None:
         configure_logging(settings.log_level)
         self._config = settings.registry
+        assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root  # resolved
+        self._tracking_uri = settings.mlflow.tracking_uri
+        self._artifact_root = settings.mlflow.artifact_root
         self._fingerprint = settings_fingerprint(settings)
         self._store = store or _default_store(settings)
         self._catalog = catalog or _default_catalog(settings)
@@ -126,6 +129,10 @@ class Registry:
         """Liveness."""
         return True
 
+    def tracking(self) -> tuple[str, str]:
+        """The MLflow tracking URI and artifact root the service uses (jobs ask for them)."""
+        return self._tracking_uri, self._artifact_root
+
     # -- changes ----------------------------------------------------------------------
 
     async def register(self, request: Registration, actor: str) -> ModelVersion:
@@ -167,6 +174,8 @@ class Registry:
                 parent_version=request.parent_version or max(existing, default=None),
                 artifact_digest=source.artifact_digest,
                 source_uri=source.uri,
+                parent_run_id=source.parent_run_id,
+                training=dict(request.provenance),
             )
             version = ModelVersion(
                 model=request.model,

@@ -182,6 +182,7 @@ class ModelSource:
     datasets: tuple[Mapping[str, Any], ...] = ()
     feature_service: str | None = None
     code_version: str | None = None
+    parent_run_id: str | None = None
 
 
 class ModelCatalog(Protocol):

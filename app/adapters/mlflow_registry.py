@@ -67,6 +67,7 @@ class MlflowModelCatalog:
             datasets=tuple(_dataset(i) for i in (run.inputs.dataset_inputs if run.inputs else [])),
             feature_service=tags.get(FEATURE_SERVICE_TAG),
             code_version=next((tags[t] for t in CODE_VERSION_TAGS if t in tags), None),
+            parent_run_id=tags.get("mlflow.parentRunId"),
         )
 
     def create_version(

@@ -27,10 +27,14 @@ class Lineage:
     parent_version: int | None = None
     artifact_digest: str = ""
     source_uri: str = ""
+    parent_run_id: str | None = None
+    training: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON form."""
         return {
+            "parent_run_id": self.parent_run_id,
+            "training": dict(self.training),
             "run_id": self.run_id,
             "experiment_id": self.experiment_id,
             "datasets": [dict(d) for d in self.datasets],
@@ -52,6 +56,7 @@ class Registration:
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     parent_version: int | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def metadata_digest(self) -> str:
         """A digest of the version's metadata (description and tags)."""

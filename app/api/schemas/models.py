@@ -97,6 +97,11 @@ class LineagePublic(BaseModel):
     parent_version: int | None
     artifact_digest: str = Field(description="SHA-256 of the model's files.")
     source_uri: str
+    parent_run_id: str | None = Field(default=None, description="The tuning run of a trial.")
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How it was trained: search space, searcher and seed of a tuning job.",
+    )
 
 
 class CheckOut(BaseModel):
