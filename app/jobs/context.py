@@ -1,0 +1,189 @@
+"""What a job on the service's cluster needs from the service: the MLflow store, the
+artifact root and the registry, found through the registry actor (no paths to configure)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import ray
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
+from app.adapters.torch_mlp import Servable
+from app.api.schemas.training import TrainingSpec
+from app.core.registry import Registration
+from app.core.tracking import DATASET_CONTEXT_TAG
+from app.jobs.tabular import TabularData, schema_json
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = os.environ.get("ML_REGISTRY__NAMESPACE", "ml-service")
+REGISTRY = os.environ.get("ML_REGISTRY__ACTOR_NAME", "ml-service-registry")
+JOB_TAG = "mlservice.job_id"
+KIND_TAG = "mlservice.kind"
+TOTAL_TAG = "mlservice.total"
+UNIT_TAG = "mlservice.unit"
+VERSION_TAG = "mlservice.registered_version"
+MODEL_TAG = "mlservice.registered_model"
+FEATURE_SERVICE_TAG = "mlservice.feature_service"
+CODE_TAG = "mlservice.code_version"
+PIP = [f"torch=={__import__('torch').__version__.split('+')[0]}"]
+
+
+@dataclass
+class JobContext:
+    """The service as seen from a job."""
+
+    job_id: str
+    tracking_uri: str
+    artifact_root: str
+    registry: Any
+
+    @classmethod
+    def discover(cls) -> JobContext:
+        """Find the registry actor (by name) and ask it where the stores are."""
+        registry = ray.get_actor(REGISTRY, namespace=NAMESPACE)
+        stores: Any = ray.get(registry.tracking.remote())
+        tracking_uri, artifact_root = str(stores[0]), str(stores[1])
+        mlflow.set_tracking_uri(tracking_uri)  # a job process serves one store
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        job_id = os.environ.get("RAY_JOB_SUBMISSION_ID") or f"local-{uuid.uuid4().hex[:8]}"
+        return cls(job_id, tracking_uri, artifact_root, registry)
+
+    @property
+    def client(self) -> MlflowClient:
+        """MLflow's client on the service's store."""
+        return MlflowClient(self.tracking_uri)
+
+    def storage_path(self, kind: str) -> str:
+        """Where Ray Train and Tune keep results and checkpoints (the artifact store)."""
+        return f"{self.artifact_root.rstrip('/')}/ray/{kind}"
+
+    def start_run(self, spec: TrainingSpec, kind: str, total: int | None = None) -> str:
+        """The job's MLflow run, tagged so the service can follow it."""
+        client = self.client
+        experiment = client.get_experiment_by_name(spec.experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(
+                spec.experiment, artifact_location=f"{self.artifact_root}/{uuid.uuid4().hex}"
+            )
+        )
+        epochs = int(spec.params.get("epochs", 5))
+        tags = {
+            JOB_TAG: self.job_id,
+            KIND_TAG: kind,
+            "mlservice.trainer": spec.trainer,
+            TOTAL_TAG: str(total if total is not None else epochs),
+            UNIT_TAG: "trials" if kind == "tune" else "epochs",
+            CODE_TAG: code_version(),
+            "mlflow.source.git.commit": code_version(),
+        }
+        if spec.dataset.feature_service:
+            tags[FEATURE_SERVICE_TAG] = spec.dataset.feature_service
+        run = client.create_run(experiment_id, run_name=spec.run_name or self.job_id, tags=tags)
+        params = [Param(k, str(v)) for k, v in spec.params.items()]
+        client.log_batch(run.info.run_id, params=params[:100], synchronous=True)
+        log.info("job %s: MLflow run %s", self.job_id, run.info.run_id)
+        return str(run.info.run_id)
+
+    def set_total(self, run_id: str, total: int) -> None:
+        """How many units (epochs, trials) the job will do."""
+        self.client.set_tag(run_id, TOTAL_TAG, str(total))
+
+    def log_dataset(self, run_id: str, data: TabularData) -> None:
+        """Record the training data for lineage (name, digest, source, schema)."""
+        dataset = Dataset(
+            data.name,
+            data.digest,
+            "local" if "://" not in data.source else data.source.split("://")[0],
+            json.dumps({"uri": data.source}),
+            schema_json(data),
+            json.dumps({"rows": data.rows}),
+        )
+        self.client.log_inputs(
+            run_id, datasets=[DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, "training")])]
+        )
+
+    def log_model(
+        self, run_id: str, network: Any, data: TabularData, *, classifier: bool, wrap: bool
+    ) -> None:
+        """Log the trained network as the run's MLflow model (raw features in)."""
+        model = Servable(network, data.mean, data.std, classifier) if wrap else network
+        model.eval()
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pytorch.log_model(
+                model, name="model", input_example=data.example, pip_requirements=PIP
+            )
+
+    def log_baseline(self, run_id: str, data: TabularData, *, classifier: bool) -> None:
+        """The constant predictor's score on the validation set, to compare with."""
+        share = float(data.val.mean(data.target))
+        if classifier:
+            metric = Metric("baseline_accuracy", max(share, 1 - share), now_ms(), 0)
+        else:
+            metric = Metric("baseline_rmse", float(data.val.std(data.target)), now_ms(), 0)
+        self.client.log_batch(run_id, metrics=[metric], synchronous=True)
+
+    def finish(self, run_id: str, spec: TrainingSpec, provenance: dict[str, Any]) -> None:
+        """Register the run's model (when asked) and end the run."""
+        if spec.registration is not None:
+            request = Registration(
+                model=spec.registration.model,
+                run_id=run_id,
+                artifact_path="model",
+                description=spec.registration.description,
+                tags={"mlservice_job": self.job_id},
+                provenance=provenance,
+            )
+            version = ray.get(self.registry.register.remote(request, f"job:{self.job_id}"))
+            client = self.client
+            client.set_tag(run_id, MODEL_TAG, version.model)
+            client.set_tag(run_id, VERSION_TAG, str(version.version))
+            log.info(
+                "registered %s version %s (%s)", version.model, version.version, version.semver
+            )
+        self.client.set_terminated(run_id, "FINISHED")
+
+
+def fail_run(context: JobContext, run_id: str, exc: BaseException) -> None:
+    """Mark the run failed, with the reason."""
+    try:
+        client = context.client
+        client.log_batch(
+            run_id,
+            tags=[RunTag("mlservice.error", f"{type(exc).__name__}: {exc}"[:5000])],
+            synchronous=True,
+        )
+        client.set_terminated(run_id, "FAILED")
+    except Exception:
+        log.exception("could not mark run %s failed", run_id)
+
+
+def code_version() -> str:
+    """The git commit of the code, else the package version."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        if commit:
+            return commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import version
+
+    return f"ml-service-{version('ml-service')}"
+
+
+def now_ms() -> int:
+    """Epoch milliseconds."""
+    return int(time.time() * 1000)

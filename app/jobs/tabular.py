@@ -1,0 +1,118 @@
+"""Tabular training data through Ray Data: read (or generate), split, standardise, digest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import ray
+
+from app.api.schemas.training import DatasetSpec
+from app.core import churn_data
+
+if TYPE_CHECKING:
+    from app.jobs.context import JobContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TabularData:
+    """The training and validation sets, and what lineage records about them."""
+
+    train: Any  # ray.data.Dataset
+    val: Any
+    features: list[str]
+    target: str
+    mean: list[float]
+    std: list[float]
+    name: str
+    source: str
+    digest: str
+    schema: dict[str, str]
+    rows: int
+    example: np.ndarray
+    feature_service: str | None
+
+
+def load(spec: DatasetSpec, context: JobContext) -> TabularData:
+    """Read the parquet data (writing a generated dataset first), split it and describe it."""
+    path = _materialise(spec, context) if spec.generate else str(spec.path)
+    dataset = ray.data.read_parquet(path)
+    schema = {
+        name: str(kind)
+        for name, kind in zip(dataset.schema().names, dataset.schema().types, strict=True)
+    }
+    if spec.target not in schema:
+        raise ValueError(f"the dataset has no target column {spec.target!r}")
+    features = spec.features or [c for c in schema if c not in (spec.target, "id")]
+    missing = [f for f in features if f not in schema]
+    if missing:
+        raise ValueError(f"the dataset has no column(s) {missing}")
+    dataset = dataset.select_columns([*features, spec.target])
+    seed = spec.generate.seed if spec.generate else 0
+    train, val = dataset.train_test_split(
+        test_size=spec.validation_fraction, shuffle=True, seed=seed
+    )
+    train, val = train.materialize(), val.materialize()
+    mean = [float(train.mean(f)) for f in features]
+    std = [float(train.std(f) or 1.0) for f in features]
+    example = val.limit(5).to_pandas()[features].to_numpy(dtype=np.float32)
+    rows = dataset.count()
+    log.info("dataset %s: %d rows, %d features, target %s", path, rows, len(features), spec.target)
+    return TabularData(
+        train=train,
+        val=val,
+        features=features,
+        target=spec.target,
+        mean=mean,
+        std=std,
+        name=Path(path.rstrip("/")).stem,
+        source=path,
+        digest=digest_of(path),
+        schema=schema,
+        rows=rows,
+        example=example,
+        feature_service=spec.feature_service,
+    )
+
+
+def _materialise(spec: DatasetSpec, context: JobContext) -> str:
+    """Write the generated sample dataset as parquet, content-addressed in the artifact
+    store (the same seed and size give the same file)."""
+    assert spec.generate is not None
+    frame = churn_data.generate(spec.generate.rows, spec.generate.seed)
+    directory = Path(context.artifact_root) / "datasets"
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"churn-{spec.generate.rows}-{spec.generate.seed}.parquet"
+    path = directory / name
+    if not path.exists():
+        frame.to_parquet(f"{path}.tmp", index=False)
+        os.replace(f"{path}.tmp", path)
+    return str(path)
+
+
+def digest_of(path: str) -> str:
+    """SHA-256 over the parquet files under `path` (a file or a directory), first 16 hex."""
+    target = Path(path)
+    files = sorted(target.rglob("*.parquet")) if target.is_dir() else [target]
+    if not target.exists():
+        return hashlib.sha256(path.encode()).hexdigest()[:16]  # remote: name the source
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def schema_json(data: TabularData) -> str:
+    """The dataset's schema as MLflow stores it."""
+    return json.dumps({"columns": data.schema, "features": data.features, "target": data.target})
