@@ -72,10 +72,7 @@ def trial(
     batch = int(params.get("batch_size", 256))
     for epoch in range(int(params.get("epochs", 5))):
         order = torch.randperm(len(y_train))
-        batches = (
-            (x_train[i : i + batch], y_train[i : i + batch])
-            for i in (order[j : j + batch] for j in range(0, len(order), batch))
-        )
+        batches = [(x_train[idx], y_train[idx]) for idx in order.split(batch)]
         loss, _ = torch_mlp.train_epoch(model, batches, optimizer, trainer)
         metrics = {"train_loss": loss, **torch_mlp.evaluate(model, [(x_val, y_val)], trainer)}
         now = int(time.time() * 1000)

@@ -2,7 +2,7 @@
 is submitted.
 
     {"lr": {"loguniform": [0.0001, 0.1]},
-     "hidden": {"choice": [32, 64, 128]},
+     "hidden": {"choice": [[32], [64, 32]]}, # lists are values too (layer sizes)
      "layers": {"randint": [1, 4]},          # integers in [1, 4)
      "dropout": {"uniform": [0.0, 0.5]},
      "batch_size": {"grid": [32, 64]}}       # every value, for grid search
@@ -112,8 +112,8 @@ def _parameter(name: str, body: Any) -> Parameter:
 
 def _check_values(name: str, kind: Kind, values: tuple[Any, ...]) -> None:
     if kind in (Kind.GRID, Kind.CHOICE):
-        if any(isinstance(v, dict | list) for v in values):
-            raise _bad(name, "values must be numbers, strings or booleans")
+        if not all(_scalar(v) or (isinstance(v, list) and all(map(_scalar, v))) for v in values):
+            raise _bad(name, "values must be numbers, strings, booleans or lists of them")
         return
     if len(values) != 2 or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
@@ -126,6 +126,10 @@ def _check_values(name: str, kind: Kind, values: tuple[Any, ...]) -> None:
         raise _bad(name, "loguniform needs a positive low")
     if kind is Kind.RANDINT and not (isinstance(low, int) and isinstance(high, int)):
         raise _bad(name, "randint takes integers")
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool)
 
 
 def _bad(name: str, message: str) -> InvalidInput:

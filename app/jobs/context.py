@@ -170,7 +170,10 @@ def fail_run(context: JobContext, run_id: str, exc: BaseException) -> None:
 
 
 def code_version() -> str:
-    """The git commit of the code, else the package version."""
+    """The code version: `ML_CODE_VERSION` (the service passes its git commit), the git
+    commit of the working directory, else the package version."""
+    if os.environ.get("ML_CODE_VERSION"):
+        return os.environ["ML_CODE_VERSION"]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True

@@ -67,7 +67,7 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
         storage_path=context.storage_path("tune"),
         name=context.job_id,
     )
-    epochs = _close_trials(context, parent_run_id, results)
+    epochs = _close_trials(context, parent_run_id, results, int(spec.params.get("epochs", 5)))
     client.log_batch(
         parent_run_id,
         metrics=[
@@ -104,19 +104,22 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
     client.set_terminated(parent_run_id, "FINISHED")
 
 
-def _close_trials(context: JobContext, parent_run_id: str, results: Any) -> int:
-    """End the child runs of trials that were stopped early; the total epochs trained."""
+def _close_trials(context: JobContext, parent_run_id: str, results: Any, epochs: int) -> int:
+    """End the child runs Tune stopped (early: before the last epoch, tagged so); the total
+    epochs trained."""
     client = context.client
-    epochs = 0
+    total = 0
     for result in results:
         metrics = result.metrics or {}
-        epochs += int(metrics.get("training_iteration", 0))
+        done = int(metrics.get("training_iteration", 0))
+        total += done
         run_id = metrics.get("mlflow_run_id")
         if run_id and client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "mlservice.stopped_early", "true")
-            client.set_terminated(run_id, "KILLED")
-    log.info("tuning run %s: %d trials, %d epochs in all", parent_run_id, len(results), epochs)
-    return epochs
+            if done < epochs:
+                client.set_tag(run_id, "mlservice.stopped_early", "true")
+            client.set_terminated(run_id, "FINISHED" if done >= epochs else "KILLED")
+    log.info("tuning run %s: %d trials, %d epochs in all", parent_run_id, len(results), total)
+    return total
 
 
 def _plain(value: Any) -> Any:

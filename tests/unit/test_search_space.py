@@ -5,7 +5,7 @@ from app.errors import InvalidInput
 
 SPACE = {
     "lr": {"loguniform": [0.0001, 0.1]},
-    "hidden": {"choice": [32, 64]},
+    "hidden": {"choice": [[32], [64, 32]]},
     "layers": {"randint": [1, 4]},
     "dropout": {"uniform": [0.0, 0.5]},
 }
@@ -35,6 +35,7 @@ def test_parse_round_trip() -> None:
         ({"layers": {"randint": [1.5, 4]}}, Searcher.RANDOM, "search_space.layers"),
         ({"lr": {"uniform": [0, 1], "choice": [1]}}, Searcher.RANDOM, "search_space.lr"),
         ({"lr": {"choice": []}}, Searcher.RANDOM, "search_space.lr"),
+        ({"lr": {"choice": [{"a": 1}]}}, Searcher.RANDOM, "search_space.lr"),
         ({"lr": 0.1}, Searcher.RANDOM, "search_space.lr"),
         ({"1x": {"choice": [1]}}, Searcher.RANDOM, "search_space.1x"),
         ({"lr": {"uniform": [0, 1]}}, Searcher.GRID, "search_space.lr"),
