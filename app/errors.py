@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     ILLEGAL_TRANSITION = "illegal_transition"
     GATES_FAILED = "gates_failed"
     NOT_DEPLOYED = "not_deployed"
+    JOB_NOT_FOUND = "job_not_found"
+    INSUFFICIENT_RESOURCES = "insufficient_resources"
     NOTHING_TO_COMPARE = "nothing_to_compare"
     ROLLOUT_IN_PROGRESS = "rollout_in_progress"
     PREDICTION_FAILED = "prediction_failed"

@@ -7,7 +7,7 @@ it raises; adapters translate their engine's errors into those.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -17,6 +17,7 @@ from app.core.canary import Rollout
 from app.core.deployment import DeploymentView, DeploySpec
 from app.core.feedback import Feedback, PredictionRef
 from app.core.gates import Approval, Evidence, PromotionPolicy, ValidationReport
+from app.core.jobs import JobRecord, JobRun
 from app.core.lifecycle import ModelStage
 from app.core.registry import (
     ModelVersion,
@@ -397,4 +398,42 @@ class Background(Protocol):
 
     async def stop(self) -> None:
         """Finish (flush what is buffered)."""
+        ...
+
+
+class TrainingLauncher(Protocol):
+    """Jobs on the cluster (Ray's job submission)."""
+
+    def submit(
+        self, job_id: str, entrypoint: str, metadata: Mapping[str, str], env: Mapping[str, str]
+    ) -> str:
+        """Start a job running `entrypoint`; its id."""
+        ...
+
+    def get(self, job_id: str) -> JobRecord:
+        """A job. Raises NotFound (`job_not_found`)."""
+        ...
+
+    def list(self) -> list[JobRecord]:
+        """Every job the cluster knows, newest first."""
+        ...
+
+    def logs(self, job_id: str) -> str:
+        """A job's log so far. Raises NotFound (`job_not_found`)."""
+        ...
+
+    def tail(self, job_id: str) -> AsyncIterator[str]:
+        """A job's log as it is written, until the job ends."""
+        ...
+
+    def stop(self, job_id: str) -> bool:
+        """Ask a job to stop; False if it had already ended."""
+        ...
+
+
+class JobRuns(Protocol):
+    """The MLflow runs of jobs."""
+
+    def find(self, job_id: str, experiment: str) -> JobRun | None:
+        """The run a job logs to (None until it has started one)."""
         ...

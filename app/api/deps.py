@@ -11,6 +11,7 @@ from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
 from app.ports import ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
+from app.training import TrainingJobs
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,13 @@ async def _predictor(request: Request) -> Predictor:
     return predictor
 
 
+async def _jobs(request: Request) -> TrainingJobs:
+    jobs: TrainingJobs | None = request.app.state.jobs
+    if jobs is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Training is not running.")
+    return jobs
+
+
 async def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
@@ -68,6 +76,7 @@ Tracker = Annotated[ExperimentTracker, Depends(_tracker)]
 Registry = Annotated[ModelRegistry, Depends(_registry)]
 Traffic = Annotated[ServingControl, Depends(_traffic)]
 Predictions = Annotated[Predictor, Depends(_predictor)]
+Jobs = Annotated[TrainingJobs, Depends(_jobs)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]

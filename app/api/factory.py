@@ -12,12 +12,13 @@ from fastapi.openapi.utils import get_openapi
 from app.api.deps import ApiContext
 from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
-from app.api.routers import experiments, health, models, runs, serving
+from app.api.routers import experiments, health, models, runs, serving, training
 from app.api.security import SECURITY_SCHEME
 from app.core.access import TokenBook
 from app.ports import Background, ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
 from app.settings import Settings
+from app.training import TrainingJobs
 
 API_VERSION = "1.0.0"
 
@@ -48,6 +49,7 @@ def create_api(
     registry: ModelRegistry | None = None,
     traffic: ServingControl | None = None,
     predictor: Predictor | None = None,
+    jobs: TrainingJobs | None = None,
     background: Sequence[Background] = (),
     echo_request_id: bool = True,
 ) -> FastAPI:
@@ -61,6 +63,7 @@ def create_api(
             without one.
         traffic: deployments and feedback (the traffic actor).
         predictor: the predict path.
+        jobs: training, tuning and batch-prediction jobs.
         background: started and stopped with the app (routing table follower, stats
             flusher).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
@@ -94,6 +97,11 @@ def create_api(
                 "description": "Deploy versions (replace, canary, A/B, shadow), predict with "
                 "sticky assignment, feedback for A/B verdicts and canary quality.",
             },
+            {
+                "name": "training",
+                "description": "Ray jobs: distributed training (Ray Train), tuning (Ray Tune), "
+                "batch prediction (Ray Data); their state, progress, logs and MLflow runs.",
+            },
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
@@ -101,6 +109,7 @@ def create_api(
     app.state.registry = registry
     app.state.traffic = traffic
     app.state.predictor = predictor
+    app.state.jobs = jobs
     app.state.probes = tuple(probes)
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
     app.state.context = ApiContext(
@@ -111,7 +120,7 @@ def create_api(
     )
     install_problem_handlers(app)
     # The predict route first: routes are matched in order, on every request.
-    for module in (serving, experiments, runs, models, health):
+    for module in (serving, experiments, runs, models, training, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(
         RequestContextMiddleware,
@@ -149,7 +158,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def _as_problem(status: str, response: dict[str, Any]) -> None:
-    """Errors are served as problem+json: move FastAPI's JSON schema there."""
+    """Errors are served as problem+json: move FastAPI's JSON schema there (and drop the
+    success media type FastAPI copies onto every response of a route)."""
     content = response.get("content", {})
     if not status.isdigit() or int(status) < 400 or "application/json" not in content:
         return
@@ -158,3 +168,5 @@ def _as_problem(status: str, response: dict[str, Any]) -> None:
         content["application/json"] = plain  # the health report is plain JSON
         return
     content.setdefault(PROBLEM_MEDIA_TYPE, {}).setdefault("schema", plain.get("schema"))
+    for media_type in [m for m in content if m != PROBLEM_MEDIA_TYPE]:
+        del content[media_type]

@@ -12,7 +12,7 @@ from app.adapters.ray_train import load_checkpoint_model
 from app.adapters.torch_mlp import CLASSIFIER
 from app.api.schemas.training import TrainingSpec
 from app.core.search_space import Searcher, parse
-from app.jobs.context import TOTAL_TAG, JobContext, now_ms
+from app.jobs.context import MODEL_TAG, TOTAL_TAG, VERSION_TAG, JobContext, now_ms
 from app.jobs.tabular import TabularData
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,10 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
         "best_config": {k: _plain(v) for k, v in (best.config or {}).items()},
     }
     context.finish(best_run, spec, provenance)
+    best_tags = client.get_run(best_run).data.tags
+    for key in (MODEL_TAG, VERSION_TAG):
+        if key in best_tags:
+            client.set_tag(parent_run_id, key, best_tags[key])
     client.set_terminated(parent_run_id, "FINISHED")
 
 

@@ -1,0 +1,222 @@
+"""Training, tuning and batch-prediction jobs as the API offers them: checked before they
+are submitted, then followed through Ray's job API and their MLflow runs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import shlex
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.api.schemas.training import BUILT_IN_TRAINERS, BatchPredictSpec, TrainingSpec
+from app.core.jobs import JobKind, JobRecord, JobRun
+from app.core.search_space import parse
+from app.errors import ErrorCode, FieldError, InvalidInput
+from app.ports import JobRuns, ModelRegistry, TrainingLauncher
+
+log = logging.getLogger(__name__)
+
+BATCH_EXPERIMENT = "batch-predictions"
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job: the cluster's record and, once it logs, its MLflow run."""
+
+    record: JobRecord
+    kind: str | None
+    run: JobRun | None
+
+
+class TrainingJobs:
+    """Submits and follows jobs.
+
+    Args:
+        launcher: Ray's job submission.
+        runs: the jobs' MLflow runs.
+        registry: checks the model of a batch prediction.
+        resources: the cluster's total resources (`ray.cluster_resources`).
+        python: the interpreter jobs run with (the service's own environment).
+        env: variables every job gets (where the registry actor is, the code version).
+        workdir: relative dataset paths are resolved against it.
+    """
+
+    def __init__(
+        self,
+        launcher: TrainingLauncher,
+        runs: JobRuns,
+        registry: ModelRegistry,
+        resources: Callable[[], Mapping[str, float]],
+        python: str,
+        env: Mapping[str, str],
+        workdir: Path,
+    ) -> None:
+        self._launcher = launcher
+        self._runs = runs
+        self._registry = registry
+        self._resources = resources
+        self._python = python
+        self._env = dict(env)
+        self._workdir = workdir
+
+    async def submit(self, spec: TrainingSpec | BatchPredictSpec, actor: str) -> JobView:
+        """Check the spec, then submit it.
+
+        Raises:
+            InvalidInput: unknown trainer, a search space that does not parse, a missing
+                dataset, more resources than the cluster has, an unknown model version.
+        """
+        if isinstance(spec, TrainingSpec):
+            spec = await asyncio.to_thread(self._check_training, spec)
+            kind = JobKind.TUNE if spec.tune else JobKind.TRAIN
+            metadata = {
+                "kind": kind.value,
+                "experiment": spec.experiment,
+                "model": spec.registration.model if spec.registration else "",
+            }
+        else:
+            spec = await self._check_batch(spec)
+            kind = JobKind.BATCH_PREDICT
+            metadata = {"kind": kind.value, "experiment": BATCH_EXPERIMENT, "model": spec.model}
+        job_id = f"{kind.value.replace('_', '-')}-{uuid.uuid4().hex[:12]}"
+        body = json.dumps(spec.model_dump(mode="json", by_alias=True))
+        entrypoint = f"{shlex.quote(self._python)} -m {kind.module} --spec-json {shlex.quote(body)}"
+        self._launcher.submit(job_id, entrypoint, {**metadata, "submitted_by": actor}, self._env)
+        log.info("%s submitted %s job %s", actor, kind.value, job_id)
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobView:
+        """A job with its progress (NotFound for an unknown id)."""
+        record = self._launcher.get(job_id)
+        experiment = record.metadata.get("experiment")
+        run = self._runs.find(job_id, experiment) if experiment else None
+        return JobView(record, record.metadata.get("kind"), run)
+
+    def list(self, limit: int = 100) -> list[JobView]:
+        """The service's jobs, newest first (without their runs, for speed)."""
+        return [
+            JobView(r, r.metadata.get("kind"), None)
+            for r in self._launcher.list()
+            if r.metadata.get("kind") in {k.value for k in JobKind}
+        ][:limit]
+
+    def logs(self, job_id: str) -> str:
+        """The job's log so far."""
+        return self._launcher.logs(job_id)
+
+    def tail(self, job_id: str) -> AsyncIterator[str]:
+        """The job's log as it is written."""
+        return self._launcher.tail(job_id)
+
+    def stop(self, job_id: str) -> JobView:
+        """Ask the job to stop."""
+        self._launcher.stop(job_id)
+        return self.get(job_id)
+
+    def _check_training(self, spec: TrainingSpec) -> TrainingSpec:
+        _check_trainer(spec.trainer)
+        if spec.tune is not None:
+            parse(spec.tune.search_space, spec.tune.searcher)
+        dataset = spec.dataset
+        if dataset.path is not None:
+            resolved = self._local(dataset.path, "dataset.path")
+            spec = spec.model_copy(
+                update={"dataset": dataset.model_copy(update={"path": resolved})}
+            )
+        self._check_resources(spec)
+        return spec
+
+    async def _check_batch(self, spec: BatchPredictSpec) -> BatchPredictSpec:
+        view = await self._registry.get_model(spec.model)
+        versions = {v.version: v for v in view.versions}
+        if spec.version is not None and spec.version not in versions:
+            raise InvalidInput.for_field("version", f"{spec.model!r} has no version {spec.version}")
+        if spec.stage is not None and not any(
+            v.stage.value == spec.stage for v in versions.values()
+        ):
+            raise InvalidInput.for_field(
+                "stage", f"no version of {spec.model!r} is in {spec.stage}"
+            )
+        return spec.model_copy(
+            update={
+                "input": self._local(spec.input, "input"),
+                "output": str((self._workdir / spec.output).resolve())
+                if "://" not in spec.output
+                else spec.output,
+            }
+        )
+
+    def _local(self, path: str, field: str) -> str:
+        if "://" in path:
+            return path
+        resolved = (self._workdir / path).resolve()
+        if not resolved.exists():
+            raise InvalidInput.for_field(field, f"{resolved} does not exist")
+        return str(resolved)
+
+    def _check_resources(self, spec: TrainingSpec) -> None:
+        total = self._resources()
+        scaling = spec.scaling
+        if spec.tune is None:
+            cpus = scaling.num_workers * scaling.cpus_per_worker
+            if cpus > total.get("CPU", 0):
+                raise InvalidInput(
+                    ErrorCode.INSUFFICIENT_RESOURCES,
+                    f"scaling: {scaling.num_workers} workers need {cpus:g} CPUs; the cluster "
+                    f"has {total.get('CPU', 0):g}",
+                    field_errors=_field("scaling.num_workers", "more CPUs than the cluster"),
+                )
+        if scaling.use_gpu:
+            gpus = scaling.num_workers * scaling.gpus_per_worker
+            if gpus > total.get("GPU", 0):
+                raise InvalidInput(
+                    ErrorCode.INSUFFICIENT_RESOURCES,
+                    f"scaling: {scaling.num_workers} workers need {gpus:g} GPUs; the cluster "
+                    f"has {total.get('GPU', 0):g}",
+                    field_errors=_field("scaling.use_gpu", "more GPUs than the cluster"),
+                )
+
+
+def _check_trainer(trainer: str) -> None:
+    if trainer in BUILT_IN_TRAINERS:
+        return
+    if ":" not in trainer:
+        raise InvalidInput.for_field(
+            "trainer",
+            f"unknown trainer {trainer!r}: use {', '.join(BUILT_IN_TRAINERS)} or "
+            "package.module:function",
+        )
+    module = trainer.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise InvalidInput.for_field(
+            "trainer", f"cannot import {module!r}; install it in the cluster's environment"
+        )
+
+
+def _field(name: str, message: str) -> tuple[FieldError, ...]:
+    return (FieldError(name, message),)
+
+
+def code_version(directory: Path) -> str:
+    """The git commit of the service's code (passed to jobs for lineage)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
