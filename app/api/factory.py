@@ -158,15 +158,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def _as_problem(status: str, response: dict[str, Any]) -> None:
-    """Errors are served as problem+json: move FastAPI's JSON schema there (and drop the
-    success media type FastAPI copies onto every response of a route)."""
+    """Errors are served as problem+json: move FastAPI's schema there, from whatever media
+    type the route answers with (JSON, or text for a log)."""
     content = response.get("content", {})
-    if not status.isdigit() or int(status) < 400 or "application/json" not in content:
+    if not status.isdigit() or int(status) < 400:
         return
-    plain = content.pop("application/json")
+    others = {m: body for m, body in content.items() if m != PROBLEM_MEDIA_TYPE}
+    if not others:
+        return
     if int(status) == 503 and PROBLEM_MEDIA_TYPE not in content:
-        content["application/json"] = plain  # the health report is plain JSON
-        return
-    content.setdefault(PROBLEM_MEDIA_TYPE, {}).setdefault("schema", plain.get("schema"))
-    for media_type in [m for m in content if m != PROBLEM_MEDIA_TYPE]:
+        return  # the health report is plain JSON
+    schema = next((body.get("schema") for body in others.values() if "schema" in body), None)
+    for media_type in others:
         del content[media_type]
+    content.setdefault(PROBLEM_MEDIA_TYPE, {}).setdefault("schema", schema)
