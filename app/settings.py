@@ -249,6 +249,20 @@ class ServingSettings(_Section):
     ab_test: AbTestSettings = Field(default_factory=AbTestSettings, description="A/B test.")
 
 
+class TrainingSettings(_Section):
+    """Jobs on the cluster: training, tuning, batch prediction."""
+
+    dashboard_url: str | None = Field(
+        default=None,
+        description="Ray's job API (the dashboard); default: the cluster the service runs in.",
+    )
+    workdir: Path | None = Field(
+        default=None,
+        description="Relative dataset paths of API submissions resolve against it; default: "
+        "the directory the service started in.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service, in sections."""
 
@@ -277,6 +291,9 @@ class Settings(BaseSettings):
     )
     serving: ServingSettings = Field(
         default_factory=ServingSettings, description="Deployments, routing and prediction."
+    )
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings, description="Training and batch jobs."
     )
 
     @classmethod
@@ -310,8 +327,17 @@ class Settings(BaseSettings):
         auth = self.auth.model_copy(
             update={"admin_token_file": self.auth.admin_token_file or data_dir / "admin.token"}
         )
+        training = self.training.model_copy(
+            update={"workdir": (self.training.workdir or Path.cwd()).resolve()}
+        )
         return self.model_copy(
-            update={"data_dir": data_dir, "mlflow": mlflow, "state": state, "auth": auth}
+            update={
+                "data_dir": data_dir,
+                "mlflow": mlflow,
+                "state": state,
+                "auth": auth,
+                "training": training,
+            }
         )
 
 

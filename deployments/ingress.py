@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from fastapi import FastAPI
@@ -61,6 +62,31 @@ class Ingress:
             registry=registry,
             traffic=traffic,
             predictor=predictor,
+            jobs=self._jobs(registry),
             background=(tables, recorder),
             echo_request_id=False,
+        )
+
+    def _jobs(self, registry: Any) -> Any:
+        import ray
+
+        from app.adapters.mlflow_job_runs import MlflowJobRuns
+        from app.adapters.ray_jobs import RayJobsLauncher
+        from app.training import TrainingJobs, code_version
+
+        settings = self._settings
+        assert settings.mlflow.tracking_uri and settings.training.workdir  # resolved
+        env = {
+            "ML_REGISTRY__ACTOR_NAME": settings.registry.actor_name,
+            "ML_REGISTRY__NAMESPACE": settings.registry.namespace,
+            "ML_CODE_VERSION": code_version(settings.training.workdir),
+        }
+        return TrainingJobs(
+            RayJobsLauncher(settings.training.dashboard_url),
+            MlflowJobRuns(settings.mlflow.tracking_uri),
+            registry,
+            ray.cluster_resources,
+            sys.executable,
+            {k: v for k, v in env.items() if v},
+            settings.training.workdir,
         )

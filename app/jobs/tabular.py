@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import ray
 
 from app.api.schemas.training import DatasetSpec
@@ -37,7 +36,7 @@ class TabularData:
     digest: str
     schema: dict[str, str]
     rows: int
-    example: np.ndarray
+    example: Any  # a few validation rows (DataFrame): named columns in, for the signature
     feature_service: str | None
 
 
@@ -63,7 +62,7 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
     train, val = train.materialize(), val.materialize()
     mean = [float(train.mean(f)) for f in features]
     std = [float(train.std(f) or 1.0) for f in features]
-    example = val.limit(5).to_pandas()[features].to_numpy(dtype=np.float32)
+    example = val.limit(5).to_pandas()[features].astype("float64")
     rows = dataset.count()
     log.info("dataset %s: %d rows, %d features, target %s", path, rows, len(features), spec.target)
     return TabularData(
