@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
     """Read, predict, write, count."""
-    version = spec.version or _holder(context, spec.model, ModelStage(spec.stage))
+    version = spec.version or _holder(context, spec.model, ModelStage(spec.stage or ""))
     digest = digest_of(spec.input)
     client = context.client
     client.set_tag(run_id, "mlservice.model_version", str(version))
@@ -161,7 +161,7 @@ def _holder(context: JobContext, model: str, stage: ModelStage) -> int:
     holders = [v.version for v in view.versions if v.stage is stage]
     if not holders:
         raise RuntimeError(f"no version of {model!r} is in {stage}")
-    return max(holders)
+    return int(max(holders))
 
 
 def _start_run(context: JobContext, spec: BatchPredictSpec) -> str:
