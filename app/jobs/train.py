@@ -95,7 +95,7 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")
     network = ray_train.load_checkpoint_model(result.checkpoint)
-    classifier = spec.trainer == CLASSIFIER
+    classifier = spec.trainer == CLASSIFIER or spec.params.get("task") == "classification"
     context.log_model(
         run_id,
         network,

@@ -88,8 +88,9 @@ def ray_cluster() -> Iterator[None]:
     temp_dir = tempfile.mkdtemp(prefix="ray-it-", dir="/tmp")
     ray.init(
         address="local",
-        num_cpus=4,  # logical slots above the 2 physical cores: replicas idle most of the time
-        include_dashboard=False,
+        num_cpus=8,  # logical slots above the 2 physical cores: replicas idle most of the time
+        include_dashboard=True,  # the job API (training tests submit jobs)
+        dashboard_port=free_port(),
         _temp_dir=temp_dir,
         logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
