@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import ray
+import ray.train
 import torch
 from torch import nn
 
