@@ -80,6 +80,7 @@ class Ingress:
             "ML_REGISTRY__ACTOR_NAME": settings.registry.actor_name,
             "ML_REGISTRY__NAMESPACE": settings.registry.namespace,
             "ML_CODE_VERSION": code_version(settings.training.workdir),
+            "RAY_DATA_DISABLE_PROGRESS_BARS": "1",  # bars bury the log lines that matter
         }
         return TrainingJobs(
             RayJobsLauncher(settings.training.dashboard_url),

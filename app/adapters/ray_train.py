@@ -30,6 +30,7 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    ray.data.DataContext.get_current().enable_progress_bars = False
     context = ray.train.get_context()
     rank = context.get_world_rank()
     trainer, params = config["trainer"], config["params"]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas.common import FieldErrorOut, Problem
+from app.api.schemas.training import JOB_KIND_TAGS
 from app.errors import DomainError, ErrorCode, FieldError
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def _field_error(error: Mapping[str, Any]) -> FieldError:
     loc = [str(part) for part in error.get("loc", ())]
     location = loc[0] if loc and loc[0] in {"body", "query", "path", "header", "cookie"} else "body"
     parts = loc[1:] if loc and loc[0] == location else loc
+    if location == "body" and parts and parts[0] in JOB_KIND_TAGS:
+        parts = parts[1:]  # the branch of a tagged union, not a field the client sent
     field = ".".join(parts) or location
     return FieldError(
         field=field,

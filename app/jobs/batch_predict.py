@@ -22,7 +22,7 @@ from mlflow.entities import Metric
 
 from app.api.schemas.training import BatchPredictSpec
 from app.core.lifecycle import ModelStage
-from app.jobs.context import JobContext, fail_run, now_ms
+from app.jobs.context import JobContext, fail_run, now_ms, quiet_data
 from app.jobs.tabular import digest_of
 from app.logs import configure_logging
 
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         yaml.safe_load(Path(args.config).read_text()) if args.config else json.loads(args.spec_json)
     )
     spec = BatchPredictSpec.model_validate({"kind": "batch_predict", **raw})
+    quiet_data()
     ray.init(logging_level=logging.WARNING)
     context = JobContext.discover()
     run_id = _start_run(context, spec)

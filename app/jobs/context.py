@@ -55,8 +55,7 @@ class JobContext:
         tracking_uri, artifact_root = str(stores[0]), str(stores[1])
         mlflow.set_tracking_uri(tracking_uri)  # a job process serves one store
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        job_id = os.environ.get("RAY_JOB_SUBMISSION_ID") or f"local-{uuid.uuid4().hex[:8]}"
-        return cls(job_id, tracking_uri, artifact_root, registry)
+        return cls(submission_id(), tracking_uri, artifact_root, registry)
 
     @property
     def client(self) -> MlflowClient:
@@ -121,8 +120,12 @@ class JobContext:
         model = Servable(network, data.mean, data.std, classifier) if wrap else network
         model.eval()
         with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(
-                model, name="model", input_example=data.example, pip_requirements=PIP
+            mlflow.pytorch.log_model(  # pickled: pt2 cannot trace a named-column example
+                model,
+                name="model",
+                input_example=data.example,
+                pip_requirements=PIP,
+                serialization_format="pickle",
             )
 
     def log_baseline(self, run_id: str, data: TabularData, *, classifier: bool) -> None:
@@ -167,6 +170,26 @@ def fail_run(context: JobContext, run_id: str, exc: BaseException) -> None:
         client.set_terminated(run_id, "FAILED")
     except Exception:
         log.exception("could not mark run %s failed", run_id)
+
+
+def submission_id() -> str:
+    """This job's submission id, which Ray's job supervisor passes the driver in its job
+    config; `local-...` when the module runs outside a Ray job."""
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    except json.JSONDecodeError:
+        config = {}
+    found = (config.get("metadata") or {}).get("job_submission_id")
+    return str(found) if found else f"local-{uuid.uuid4().hex[:8]}"
+
+
+def quiet_data() -> None:
+    """Turn off Ray Data's progress bars in this process: in a job's log they bury the
+    lines that explain what happened."""
+    from ray.data import DataContext
+
+    os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    DataContext.get_current().enable_progress_bars = False
 
 
 def code_version() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import ray
 
 from app.api.schemas.training import TrainingSpec
-from app.jobs.context import JobContext, fail_run
+from app.jobs.context import JobContext, fail_run, quiet_data
 from app.jobs.tabular import TabularData, load
 from app.logs import configure_logging
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config
         else TrainingSpec.model_validate(json.loads(args.spec_json))
     )
+    quiet_data()
     ray.init(logging_level=logging.WARNING)
     context = JobContext.discover()
     kind = "tune" if spec.tune else "train"

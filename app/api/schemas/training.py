@@ -194,6 +194,9 @@ def _kind(value: Any) -> str:
     return str(kind)
 
 
+JOB_KIND_TAGS = frozenset({"train", "batch_predict"})
+"""The branches of `JobSpec`: pydantic puts the branch into an error's location."""
+
 JobSpec = Annotated[
     Annotated[TrainingSpec, Tag("train")] | Annotated[BatchPredictSpec, Tag("batch_predict")],
     Discriminator(_kind),

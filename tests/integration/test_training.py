@@ -1,0 +1,387 @@
+"""Training, tuning and batch prediction as Ray jobs, submitted through the API, on a real
+cluster with Ray Train, Tune, Data and MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from app.core import churn_data
+from app.core.access import Role
+from app.settings import Settings, load_settings
+from deployments.builder import AppArgs, build_ml_app
+from tests.api_fixtures import CONFIGS, Tokens
+from tests.integration.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASE = "/api/v1/ml"
+
+
+@dataclass
+class Service:
+    http: httpx.Client
+    tokens: Tokens
+    settings: Settings
+    workdir: Path
+
+    def submit(self, spec: dict[str, Any]) -> httpx.Response:
+        return self.http.post(
+            f"{BASE}/training/submit", json=spec, headers=self.tokens.header(Role.ENGINEER)
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(
+            f"{BASE}/training/{job_id}", headers=self.tokens.header(Role.VIEWER)
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait(self, job_id: str, seconds: float = 420) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["state"] in ("succeeded", "failed", "stopped"):
+                return job
+            time.sleep(2)
+        raise AssertionError(f"job {job_id} did not end: {self.job(job_id)}")
+
+    def logs(self, job_id: str) -> str:
+        return self.http.get(
+            f"{BASE}/training/{job_id}/logs", headers=self.tokens.header(Role.VIEWER)
+        ).text
+
+    def errors(self, job_id: str) -> str:
+        """The lines of a job's log that explain a failure."""
+        job = self.job(job_id)
+        text = self.logs(job_id) + "\n" + (job.get("message") or "")
+        lines = text.replace("\r", "\n").splitlines()
+        keep = [line for line in lines if "Dataset" not in line and line.strip()]
+        return "\n".join(keep)[-6000:]
+
+    @property
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(self.settings.mlflow.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    tokens = Tokens()
+    suffix = uuid.uuid4().hex[:6]
+    workdir = tmp_path_factory.mktemp("training")
+    env = {
+        "ML_DATA_DIR": str(workdir / "data"),
+        "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
+        "ML_REGISTRY__ACTOR_NAME": f"registry-{suffix}",
+        "ML_SERVING__TRAFFIC_ACTOR_NAME": f"traffic-{suffix}",
+        "ML_TRAINING__WORKDIR": str(workdir),
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        settings = load_settings(CONFIGS, "dev")
+        serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+        yield Service(http, tokens, settings, workdir)
+    serve.shutdown()
+    for name in (f"registry-{suffix}", f"traffic-{suffix}"):
+        ray.kill(ray.get_actor(name, namespace="ml-service"), no_restart=True)
+
+
+def training_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "experiment": "churn-training",
+        "trainer": "mlp_classifier",
+        "dataset": {"generate": {"rows": 4000, "seed": 0}, "target": "churned"},
+        "params": {"hidden": [32, 16], "lr": 0.01, "epochs": 4, "batch_size": 128},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "register": {"model": "churn"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def test_a_two_worker_training_job_trains_logs_and_registers(service: Service) -> None:
+    response = service.submit(training_spec())
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job_id"]
+    assert response.headers["location"].endswith(f"/training/{job_id}")
+    job = service.wait(job_id)
+    assert job["state"] == "succeeded", (job, service.errors(job_id))
+    assert job["progress"] == {"done": 4, "total": 4, "unit": "epochs"}
+    assert job["registered"]["model"] == "churn"
+    assert job["submitted_by"] == "engineer-user"
+
+    run = service.mlflow.get_run(job["mlflow_run_id"])
+    history = service.mlflow.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]  # one point per epoch
+    baseline = run.data.metrics["baseline_accuracy"]  # always predicting the majority class
+    assert run.data.metrics["val_accuracy"] > baseline + 0.03, run.data.metrics
+    assert run.outputs and run.outputs.model_outputs  # the logged model
+
+    version = service.http.get(
+        f"{BASE}/models/churn/versions/{job['registered']['version']}",
+        headers=service.tokens.header(Role.VIEWER),
+    ).json()
+    assert version["stage"] == "development" and version["run_id"] == run.info.run_id
+    (dataset,) = version["lineage"]["datasets"]
+    assert dataset["digest"] and "churned" in dataset["schema"]
+    assert version["lineage"]["training"] == {"trainer": "mlp_classifier", "num_workers": 2}
+    assert version["events"][0]["actor"] == f"job:{job_id}"
+    assert "registered churn version" in service.logs(job_id)
+    listed = service.http.get(f"{BASE}/training", headers=service.tokens.header(Role.VIEWER))
+    assert job_id in [j["job_id"] for j in listed.json()]
+
+
+def test_bad_requests_are_refused_before_anything_runs(service: Service) -> None:
+    def jobs() -> int:
+        return len(
+            service.http.get(f"{BASE}/training", headers=service.tokens.header(Role.VIEWER)).json()
+        )
+
+    before = jobs()
+    cases = [
+        (training_spec(trainer="mlp_transformer"), "trainer"),
+        (training_spec(trainer="not_installed.module:train"), "trainer"),
+        (training_spec(scaling={"num_workers": -2}), "scaling.num_workers"),
+        (training_spec(scaling={"num_workers": 2, "use_gpu": True}), "scaling.use_gpu"),
+        (training_spec(scaling={"num_workers": 64}), "scaling.num_workers"),
+        (training_spec(tune={"search_space": {"lr": {"uniform": [1, 0]}}}), "search_space.lr"),
+        (training_spec(dataset={"path": "missing.parquet", "target": "y"}), "dataset.path"),
+    ]
+    for spec, field in cases:
+        response = service.submit(spec)
+        assert response.status_code == 422, (field, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        fields = [e["field"] for e in response.json()["errors"]]
+        assert any(f.startswith(field) for f in fields), (field, fields)
+    assert jobs() == before
+    missing = service.http.get(
+        f"{BASE}/training/no-such-job", headers=service.tokens.header(Role.VIEWER)
+    )
+    assert missing.status_code == 404 and missing.json()["code"] == "job_not_found"
+
+
+def tuning_spec(
+    searcher: str, space: dict[str, Any], scheduler: str = "asha", samples: int = 8
+) -> dict[str, Any]:
+    return training_spec(
+        experiment=f"churn-tuning-{searcher}-{scheduler}",
+        dataset={"generate": {"rows": 2000, "seed": 1}, "target": "churned"},
+        params={"epochs": 4, "batch_size": 128},
+        tune={
+            "searcher": searcher,
+            "search_space": space,
+            "num_samples": samples,
+            "max_concurrent_trials": 2,
+            "metric": "val_loss",
+            "mode": "min",
+            "scheduler": {"kind": scheduler, "grace_period": 1, "reduction_factor": 2},
+            "seed": 3,
+        },
+    )
+
+
+SPACE = {"lr": {"loguniform": [0.0003, 0.3]}, "hidden": {"choice": [[8], [32, 16]]}}
+
+
+def runs_of(service: Service, experiment: str) -> tuple[Any, list[Any]]:
+    found = service.mlflow.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = service.mlflow.search_runs([found.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    return parents[0], children
+
+
+def test_asha_stops_bad_trials_early_and_the_best_is_registered(service: Service) -> None:
+    asha = service.submit(tuning_spec("random", SPACE, "asha")).json()["job_id"]
+    fifo = service.submit(tuning_spec("random", SPACE, "fifo")).json()["job_id"]
+    for job_id in (asha, fifo):
+        job = service.wait(job_id, 600)
+        assert job["state"] == "succeeded", (job, service.errors(job_id))
+        assert job["progress"] == {"done": 8, "total": 8, "unit": "trials"}
+    parent, children = runs_of(service, "churn-tuning-random-asha")
+    fifo_parent, fifo_children = runs_of(service, "churn-tuning-random-fifo")
+    assert len(children) == len(fifo_children) == 8  # one child run per trial
+    assert parent.data.metrics["total_epochs"] < fifo_parent.data.metrics["total_epochs"] == 32
+    assert any(c.data.tags.get("mlservice.stopped_early") == "true" for c in children)
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+    assert len({c.data.params["lr"] for c in children}) == 8  # no params mixed up
+
+    job = service.job(asha)
+    best = service.http.get(
+        f"{BASE}/models/churn/versions/{job['registered']['version']}",
+        headers=service.tokens.header(Role.VIEWER),
+    ).json()
+    training = best["lineage"]["training"]
+    assert training["searcher"] == "random" and training["seed"] == 3
+    assert training["search_space"] == SPACE and training["tuning_run_id"] == parent.info.run_id
+    assert best["lineage"]["parent_run_id"] == parent.info.run_id
+    assert best["run_id"] == parent.data.tags["mlservice.best_run"]
+    assert best["lineage"]["datasets"][0]["digest"]
+
+
+@pytest.mark.parametrize(
+    ("searcher", "space", "trials"),
+    [
+        ("grid", {"lr": {"grid": [0.003, 0.03]}, "hidden": {"grid": [[8], [16]]}}, 4),
+        ("bayesian", {"lr": {"loguniform": [0.001, 0.1]}, "dropout": {"uniform": [0, 0.3]}}, 4),
+    ],
+)
+def test_grid_and_bayesian_search(
+    service: Service, searcher: str, space: dict[str, Any], trials: int
+) -> None:
+    spec = tuning_spec(searcher, space, "fifo", samples=trials)
+    spec["register"] = None
+    response = service.submit(spec)
+    assert response.status_code == 201, response.text
+    job = service.wait(response.json()["job_id"], 600)
+    assert job["state"] == "succeeded", (job, service.errors(job["job_id"]))
+    parent, children = runs_of(service, f"churn-tuning-{searcher}-fifo")
+    assert len(children) == trials
+    if searcher == "grid":
+        assert {(c.data.params["lr"], c.data.params["hidden"]) for c in children} == {
+            ("0.003", "[8]"),
+            ("0.003", "[16]"),
+            ("0.03", "[8]"),
+            ("0.03", "[16]"),
+        }
+    assert parent.data.tags["mlservice.searcher"] == searcher
+
+
+def train_workers() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a.pid for a in actors if "TrainWorker" in (a.class_name or "")]
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(service: Service) -> None:
+    spec = training_spec(
+        experiment="churn-recovery",
+        dataset={"generate": {"rows": 120_000, "seed": 2}, "target": "churned"},
+        params={"hidden": [64, 64], "epochs": 4, "batch_size": 64},
+        max_failures=2,
+        register={"model": "churn-recovery"},
+    )
+    job_id = service.submit(spec).json()["job_id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill a worker once an epoch is checkpointed
+        progress = service.job(job_id)["progress"]
+        if progress and progress["done"] >= 1:
+            break
+        time.sleep(1)
+    workers = train_workers()
+    assert workers, "no training worker found"
+    os.kill(workers[0], signal.SIGKILL)
+    job = service.wait(job_id, 600)
+    assert job["state"] == "succeeded", (job, service.errors(job_id))
+    assert "resumes at epoch" in service.logs(job_id)
+    run = service.mlflow.get_run(job["mlflow_run_id"])
+    steps = [m.step for m in service.mlflow.get_metric_history(run.info.run_id, "epoch")]
+    assert sorted(set(steps)) == [0, 1, 2, 3]
+    versions = service.http.get(
+        f"{BASE}/models/churn-recovery/versions", headers=service.tokens.header(Role.VIEWER)
+    ).json()["items"]
+    assert len(versions) == 1  # registered once, after the recovered run
+
+
+def test_without_recovery_a_killed_worker_fails_the_job_clearly(service: Service) -> None:
+    spec = training_spec(
+        experiment="churn-no-recovery",
+        dataset={"generate": {"rows": 120_000, "seed": 2}, "target": "churned"},
+        params={"hidden": [64, 64], "epochs": 4, "batch_size": 64},
+        max_failures=0,
+        register={"model": "churn-no-recovery"},
+    )
+    job_id = service.submit(spec).json()["job_id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if train_workers() and (service.job(job_id)["progress"] or {}).get("done", 0) >= 1:
+            break
+        time.sleep(1)
+    os.kill(train_workers()[0], signal.SIGKILL)
+    job = service.wait(job_id, 600)
+    assert job["state"] == "failed"
+    assert job["message"] and "Error" in job["message"]
+    models = service.http.get(
+        f"{BASE}/models/churn-no-recovery", headers=service.tokens.header(Role.VIEWER)
+    )
+    assert models.status_code == 404  # nothing half-registered
+
+
+def test_batch_prediction_over_100k_rows(service: Service) -> None:
+    source = service.workdir / "score.parquet"
+    churn_data.generate(100_000, seed=9).drop(columns=["churned"]).to_parquet(source)
+    trained = service.submit(
+        training_spec(
+            experiment="churn-batch",
+            register={"model": "churn-batch"},
+            params={"hidden": [16], "epochs": 2, "batch_size": 256},
+        )
+    )
+    job = service.wait(trained.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    version = job["registered"]["version"]
+    response = service.submit(
+        {
+            "kind": "batch_predict",
+            "model": "churn-batch",
+            "version": version,
+            "input": "score.parquet",
+            "output": "predictions",
+            "id_column": "id",
+            "batch_size": 8192,
+            "concurrency": 2,
+        }
+    )
+    assert response.status_code == 201, response.text
+    job = service.wait(response.json()["job_id"])
+    assert job["state"] == "succeeded", (job, service.errors(job["job_id"]))
+    assert job["progress"] == {"done": 100_000, "total": 100_000, "unit": "rows"}
+    output = pd.read_parquet(service.workdir / "predictions")
+    assert len(output) == 100_000 and output["id"].nunique() == 100_000
+    assert set(output["model_version"]) == {version} and output["input_digest"].nunique() == 1
+    assert all(len(p) == 2 for p in output["prediction"].head(100))  # class probabilities
+    manifest = json.loads((service.workdir / "predictions" / "_manifest.json").read_text())
+    assert manifest["rows_in"] == manifest["rows_out"] == 100_000
+
+
+def test_a_training_function_of_your_own(service: Service) -> None:
+    spec = training_spec(
+        experiment="churn-custom",
+        trainer="app.jobs.examples:logistic_regression",
+        params={"epochs": 2, "lr": 0.2, "task": "classification"},
+        register={"model": "churn-logistic"},
+    )
+    job = service.wait(service.submit(spec).json()["job_id"])
+    assert job["state"] == "succeeded", (job, service.errors(job["job_id"]))
+    assert job["registered"]["model"] == "churn-logistic"
+    run = service.mlflow.get_run(job["mlflow_run_id"])
+    assert run.data.metrics["val_accuracy"] > run.data.metrics["baseline_accuracy"]
