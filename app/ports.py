@@ -434,6 +434,7 @@ class TrainingLauncher(Protocol):
 class JobRuns(Protocol):
     """The MLflow runs of jobs."""
 
-    def find(self, job_id: str, experiment: str) -> JobRun | None:
-        """The run a job logs to (None until it has started one)."""
+    def find(self, job_id: str, experiment: str | None) -> JobRun | None:
+        """The run a job logs to (None until it has started one); without the experiment
+        (a job submitted with `ray job submit`), searched in every experiment."""
         ...

@@ -94,9 +94,10 @@ class TrainingJobs:
     def get(self, job_id: str) -> JobView:
         """A job with its progress (NotFound for an unknown id)."""
         record = self._launcher.get(job_id)
-        experiment = record.metadata.get("experiment")
-        run = self._runs.find(job_id, experiment) if experiment else None
-        return JobView(record, record.metadata.get("kind"), run)
+        experiment = record.metadata.get("experiment") or None
+        run = self._runs.find(job_id, experiment)
+        kind = record.metadata.get("kind") or (run.kind if run else None)
+        return JobView(record, kind, run)
 
     def list(self, limit: int = 100) -> list[JobView]:
         """The service's jobs, newest first (without their runs, for speed)."""
@@ -172,6 +173,13 @@ class TrainingJobs:
                     f"has {total.get('CPU', 0):g}",
                     field_errors=_field("scaling.num_workers", "more CPUs than the cluster"),
                 )
+        elif spec.tune.cpus_per_trial > total.get("CPU", 0):
+            raise InvalidInput(
+                ErrorCode.INSUFFICIENT_RESOURCES,
+                f"tune: a trial needs {spec.tune.cpus_per_trial:g} CPUs; the cluster has "
+                f"{total.get('CPU', 0):g}",
+                field_errors=_field("tune.cpus_per_trial", "more CPUs than the cluster"),
+            )
         if scaling.use_gpu:
             gpus = scaling.num_workers * scaling.gpus_per_worker
             if gpus > total.get("GPU", 0):

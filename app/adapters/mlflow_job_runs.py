@@ -23,13 +23,17 @@ class MlflowJobRuns:
     def __init__(self, tracking_uri: str) -> None:
         self._client = MlflowClient(tracking_uri)
 
-    def find(self, job_id: str, experiment: str) -> JobRun | None:
+    def find(self, job_id: str, experiment: str | None) -> JobRun | None:
         """See `JobRuns.find`."""
-        found = self._client.get_experiment_by_name(experiment)
-        if found is None:
+        if experiment is None:
+            ids = [e.experiment_id for e in self._client.search_experiments(max_results=1000)]
+        else:
+            found = self._client.get_experiment_by_name(experiment)
+            ids = [found.experiment_id] if found is not None else []
+        if not ids:
             return None
         runs = self._client.search_runs(
-            [found.experiment_id],
+            ids,
             filter_string=f"tags.`{JOB_TAG}` = '{job_id}' and tags.`{KIND_TAG}` != ''",
             run_view_type=ViewType.ALL,
             max_results=1,
@@ -64,4 +68,5 @@ class MlflowJobRuns:
             registered_model=tags.get("mlservice.registered_model"),
             registered_version=int(version) if version else None,
             error=tags.get("mlservice.error"),
+            kind=tags.get(KIND_TAG),
         )

@@ -62,3 +62,4 @@ class JobRun:
     registered_model: str | None
     registered_version: int | None
     error: str | None
+    kind: str | None = None

@@ -89,9 +89,7 @@ def public(view: JobView, mlflow_prefix: str) -> JobPublic:
         if run and run.registered_version
         else None
     )
-    message = record.message
-    if run and run.error and record.state.value == "failed":
-        message = f"{message or ''} {run.error}".strip()
+    message = _message(record.message, run.error if run else None)
     return JobPublic(
         job_id=record.job_id,
         kind=view.kind,
@@ -108,3 +106,14 @@ def public(view: JobView, mlflow_prefix: str) -> JobPublic:
         else None,
         registered=registered,
     )
+
+
+def _message(ray_message: str | None, error: str | None, limit: int = 2000) -> str | None:
+    """Why a job ended, short: the job's own error first, then Ray's first line; without
+    one, the tail of the log excerpt Ray attaches (up to 20,000 characters)."""
+    if not ray_message:
+        return error
+    first, _, excerpt = ray_message.partition("\n")
+    if error:
+        return f"{error} ({first.strip()})"[:limit]
+    return f"{first.strip()} ... {excerpt[-limit:]}" if excerpt else first[:limit]
