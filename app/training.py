@@ -144,6 +144,13 @@ class TrainingJobs:
             raise InvalidInput.for_field(
                 "stage", f"no version of {spec.model!r} is in {spec.stage}"
             )
+        cpus = self._resources().get("CPU", 0)
+        if spec.cpus_per_replica > cpus:
+            raise InvalidInput(
+                ErrorCode.INSUFFICIENT_RESOURCES,
+                f"a model replica needs {spec.cpus_per_replica:g} CPUs; the cluster has {cpus:g}",
+                field_errors=_field("cpus_per_replica", "more CPUs than the cluster"),
+            )
         return spec.model_copy(
             update={
                 "input": self._local(spec.input, "input"),

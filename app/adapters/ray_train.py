@@ -77,10 +77,15 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
 def _batches(
     split: str, features: list[str], target: str, batch_size: int, config: dict[str, Any]
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    import numpy as np
+
     shard = ray.train.get_dataset_shard(split)
-    for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32):
-        x = torch.stack([batch[f] for f in features], dim=1)
-        yield torch_mlp.standardise(x, config["mean"], config["std"]), batch[target]
+    # numpy batches stacked here: 4-5x less overhead per batch than iter_torch_batches'
+    # per-column tensors (measured with benchmarks/training.py)
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        x = torch.from_numpy(np.stack([batch[f] for f in features], axis=1).astype(np.float32))
+        y = torch.from_numpy(np.asarray(batch[target], dtype=np.float32))
+        yield torch_mlp.standardise(x, config["mean"], config["std"]), y
 
 
 def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:

@@ -180,7 +180,16 @@ class BatchPredictSpec(_Spec):
         default=None, description="A column copied through to identify rows."
     )
     batch_size: int = Field(default=4096, ge=1, le=1_000_000)
-    concurrency: int = Field(default=2, ge=1, le=256, description="Model replicas.")
+    concurrency: int = Field(
+        default=2, ge=1, le=256, description="Model replicas at most (starts with one)."
+    )
+    cpus_per_replica: float = Field(
+        default=0.5,
+        gt=0,
+        le=64,
+        description="CPUs each model replica reserves (the default leaves room for the "
+        "service and for reading and writing on a 2-core machine).",
+    )
 
     @model_validator(mode="after")
     def _version_or_stage(self) -> Self:
