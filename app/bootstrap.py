@@ -1,6 +1,7 @@
 """Start-up preparation, run by the application builders before any replica starts.
 
-Creates the data directory, migrates the MLflow database once, and, on a development
+Creates the data directory, migrates the MLflow database once, applies the Feast feature
+repository (writing the demo data on a first development start), and, on a development
 start with no token configured, generates an admin token into the data directory (an
 owner-only file, as Jupyter does) and says where it is. The token itself is never logged.
 """
@@ -13,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from app.adapters.mlflow_store import prepare_mlflow_store
 from app.core.access import Role, mint_token, token_digest
@@ -36,6 +38,8 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
     with _exclusive(data_dir / ".prepare.lock"):
         assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root  # resolved
         prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
+        if settings.features.enabled:
+            feature_store(settings).start(demo_data=settings.features.demo_data)
         if settings.auth.tokens:
             return settings
         if not settings.auth.bootstrap_admin_token:
@@ -50,6 +54,15 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
     entry = TokenEntry(name=BOOTSTRAP_TOKEN_NAME, roles=(Role.ADMIN,), sha256=digest)
     auth = settings.auth.model_copy(update={"tokens": (entry,)})
     return settings.model_copy(update={"auth": auth})
+
+
+def feature_store(settings: Settings) -> Any:
+    """The Feast feature store of these settings (`FeastFeatures`; imports Feast)."""
+    from app.adapters.feast_store import FeastFeatures
+
+    return FeastFeatures(
+        settings.features.repo_dir, settings.data_dir / "feast", settings.features.config_file
+    )
 
 
 def _ensure_token_file(path: Path) -> str:

@@ -35,6 +35,8 @@ class ErrorCode(StrEnum):
     GATES_FAILED = "gates_failed"
     NOT_DEPLOYED = "not_deployed"
     JOB_NOT_FOUND = "job_not_found"
+    FEATURE_SERVICE_NOT_FOUND = "feature_service_not_found"
+    FEATURE_CONTRACT_BROKEN = "feature_contract_broken"
     INSUFFICIENT_RESOURCES = "insufficient_resources"
     NOTHING_TO_COMPARE = "nothing_to_compare"
     ROLLOUT_IN_PROGRESS = "rollout_in_progress"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from app.core.audit import AuditEvent
 from app.core.canary import Rollout
 from app.core.deployment import DeploymentView, DeploySpec
+from app.core.features import Catalog, OnlineFeatures
 from app.core.feedback import Feedback, PredictionRef
 from app.core.gates import Approval, Evidence, PromotionPolicy, ValidationReport
 from app.core.jobs import JobRecord, JobRun
@@ -437,4 +439,22 @@ class JobRuns(Protocol):
     def find(self, job_id: str, experiment: str | None) -> JobRun | None:
         """The run a job logs to (None until it has started one); without the experiment
         (a job submitted with `ray job submit`), searched in every experiment."""
+        ...
+
+
+class FeatureStore(Protocol):
+    """The feature store (Feast): catalog, online values, materialization."""
+
+    def catalog(self) -> Catalog:
+        """The repository as it stands, with freshness."""
+        ...
+
+    def online(
+        self, entity_rows: Sequence[Mapping[str, Any]], features: Sequence[str]
+    ) -> OnlineFeatures:
+        """Online values of checked `view:feature` references for the rows."""
+        ...
+
+    def materialize(self, end: datetime | None = None) -> list[tuple[str, datetime, datetime]]:
+        """Incremental materialization up to `end`; (view, start, end) per view."""
         ...

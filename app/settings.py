@@ -263,6 +263,27 @@ class TrainingSettings(_Section):
     )
 
 
+class FeatureSettings(_Section):
+    """The Feast feature store."""
+
+    enabled: bool = Field(default=True, description="Serve `/features` (applies the repo).")
+    repo_dir: Path = Field(
+        default=Path("configs/feature_repo"),
+        description="The feature repository (feature_store.yaml, features.py); relative: to "
+        "the cwd.",
+    )
+    config_file: str = Field(
+        default="feature_store.yaml",
+        description="The repository's Feast config (prod: feature_store.prod.yaml).",
+    )
+    demo_data: bool = Field(
+        default=True, description="Write the demo churn snapshots on the first start."
+    )
+    catalog_ttl_s: float = Field(
+        default=5.0, gt=0, description="How long a replica reuses a catalog read."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service, in sections."""
 
@@ -294,6 +315,9 @@ class Settings(BaseSettings):
     )
     training: TrainingSettings = Field(
         default_factory=TrainingSettings, description="Training and batch jobs."
+    )
+    features: FeatureSettings = Field(
+        default_factory=FeatureSettings, description="The Feast feature store."
     )
 
     @classmethod
@@ -330,6 +354,9 @@ class Settings(BaseSettings):
         training = self.training.model_copy(
             update={"workdir": (self.training.workdir or Path.cwd()).resolve()}
         )
+        features = self.features.model_copy(
+            update={"repo_dir": self.features.repo_dir.expanduser().resolve()}
+        )
         return self.model_copy(
             update={
                 "data_dir": data_dir,
@@ -337,6 +364,7 @@ class Settings(BaseSettings):
                 "state": state,
                 "auth": auth,
                 "training": training,
+                "features": features,
             }
         )
 

@@ -63,9 +63,24 @@ class Ingress:
             traffic=traffic,
             predictor=predictor,
             jobs=self._jobs(registry),
+            features=self._features(),
             background=(tables, recorder),
             echo_request_id=False,
         )
+
+    def _features(self) -> Any:
+        import threading
+
+        from app.bootstrap import feature_store
+        from app.feature_store import Features
+
+        settings = self._settings.features
+        if not settings.enabled:
+            return None
+        store = feature_store(self._settings)
+        # Feast's import and first registry read take seconds: warm up off the request path.
+        threading.Thread(target=store.catalog, name="feast-warmup", daemon=True).start()
+        return Features(store, settings.catalog_ttl_s)
 
     def _jobs(self, registry: Any) -> Any:
         import ray

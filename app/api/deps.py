@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 
 from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
+from app.feature_store import Features
 from app.ports import ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
 from app.training import TrainingJobs
@@ -67,6 +68,13 @@ async def _jobs(request: Request) -> TrainingJobs:
     return jobs
 
 
+async def _features(request: Request) -> Features:
+    features: Features | None = request.app.state.features
+    if features is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The feature store is not running.")
+    return features
+
+
 async def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
@@ -77,6 +85,7 @@ Registry = Annotated[ModelRegistry, Depends(_registry)]
 Traffic = Annotated[ServingControl, Depends(_traffic)]
 Predictions = Annotated[Predictor, Depends(_predictor)]
 Jobs = Annotated[TrainingJobs, Depends(_jobs)]
+FeatureStoreDep = Annotated[Features, Depends(_features)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]

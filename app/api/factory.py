@@ -13,8 +13,10 @@ from app.api.deps import ApiContext
 from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
 from app.api.routers import experiments, health, models, runs, serving, training
+from app.api.routers import features as feature_routes
 from app.api.security import SECURITY_SCHEME
 from app.core.access import TokenBook
+from app.feature_store import Features
 from app.ports import Background, ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
 from app.settings import Settings
@@ -50,6 +52,7 @@ def create_api(
     traffic: ServingControl | None = None,
     predictor: Predictor | None = None,
     jobs: TrainingJobs | None = None,
+    features: Features | None = None,
     background: Sequence[Background] = (),
     echo_request_id: bool = True,
 ) -> FastAPI:
@@ -64,6 +67,7 @@ def create_api(
         traffic: deployments and feedback (the traffic actor).
         predictor: the predict path.
         jobs: training, tuning and batch-prediction jobs.
+        features: the feature store (Feast).
         background: started and stopped with the app (routing table follower, stats
             flusher).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
@@ -102,6 +106,11 @@ def create_api(
                 "description": "Ray jobs: distributed training (Ray Train), tuning (Ray Tune), "
                 "batch prediction (Ray Data); their state, progress, logs and MLflow runs.",
             },
+            {
+                "name": "features",
+                "description": "The Feast feature store: catalog with freshness, online "
+                "features, materialization.",
+            },
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
@@ -110,6 +119,7 @@ def create_api(
     app.state.traffic = traffic
     app.state.predictor = predictor
     app.state.jobs = jobs
+    app.state.features = features
     app.state.probes = tuple(probes)
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
     app.state.context = ApiContext(
@@ -120,7 +130,7 @@ def create_api(
     )
     install_problem_handlers(app)
     # The predict route first: routes are matched in order, on every request.
-    for module in (serving, experiments, runs, models, training, health):
+    for module in (serving, experiments, runs, models, training, feature_routes, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(
         RequestContextMiddleware,

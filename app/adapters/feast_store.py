@@ -1,0 +1,268 @@
+"""The feature store over Feast: the repository under `configs/feature_repo`, applied
+idempotently; catalog, online features, materialization and point-in-time training sets.
+
+Feast imports take seconds (it imports torch): this module is imported only where the
+feature store is used, never by the unit tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from app.core import feature_data
+from app.core.features import (
+    Catalog,
+    EntityInfo,
+    FeatureInfo,
+    FeatureServiceInfo,
+    FeatureViewInfo,
+    OnlineFeatures,
+    ValueStatus,
+    freshness,
+)
+
+log = logging.getLogger(__name__)
+
+FEAST_DIR_ENV = "ML_FEAST_DIR"
+STATS_FILE = "customer_stats.parquet"
+LABELS_FILE = "churn_labels.parquet"
+
+# Feast's FieldStatus numbers (feast.protos.feast.serving.ServingService_pb2).
+_STATUSES = {
+    1: ValueStatus.PRESENT,
+    2: ValueStatus.NULL_VALUE,
+    3: ValueStatus.NOT_FOUND,
+    4: ValueStatus.OUTSIDE_MAX_AGE,
+}
+
+
+def write_demo_data(
+    directory: Path, customers: int = 1000, days: int = 10, end: datetime | None = None
+) -> None:
+    """The demo snapshots and labels, once (kept across restarts)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    end = end or datetime.now(UTC)
+    stats, labels = directory / STATS_FILE, directory / LABELS_FILE
+    if not stats.exists():
+        feature_data.customer_stats(customers, days, end).to_parquet(f"{stats}.tmp", index=False)
+        os.replace(f"{stats}.tmp", stats)
+        log.info("wrote demo feature data: %d customers x %d days -> %s", customers, days, stats)
+    if not labels.exists():
+        feature_data.labels(customers, end).to_parquet(f"{labels}.tmp", index=False)
+        os.replace(f"{labels}.tmp", labels)
+
+
+class FeastFeatures:
+    """One Feast feature store, as the service uses it.
+
+    Args:
+        repo_dir: the feature repository (`feature_store.yaml` and `features.py`).
+        feast_dir: where the registry, online store and demo data live (`ML_FEAST_DIR`).
+        config_file: the repository's config file name (`feature_store.yaml`, or the
+            production one).
+        clock: now, for freshness (tests inject one).
+    """
+
+    def __init__(
+        self,
+        repo_dir: Path,
+        feast_dir: Path,
+        config_file: str = "feature_store.yaml",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.repo_dir = repo_dir
+        self.feast_dir = feast_dir
+        self.config_file = config_file
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._store: Any = None
+
+    def start(self, demo_data: bool = True) -> None:
+        """Write the demo data (if asked and missing), then apply the repository's
+        definitions: unchanged definitions change nothing, so every start may apply."""
+        self.feast_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[FEAST_DIR_ENV] = str(self.feast_dir)  # features.py and the yaml read it
+        if demo_data:
+            write_demo_data(self.feast_dir)
+        store = self.store
+        objects = _definitions(self.repo_dir / "features.py")
+        store.apply(objects)
+        log.info("feature repository %s applied (%d objects)", self.repo_dir, len(objects))
+
+    @property
+    def store(self) -> Any:
+        """Feast's FeatureStore on this repository."""
+        with self._lock:
+            if self._store is None:
+                from feast import FeatureStore
+
+                os.environ.setdefault(FEAST_DIR_ENV, str(self.feast_dir))
+                self._store = FeatureStore(
+                    repo_path=str(self.repo_dir), fs_yaml_file=self.repo_dir / self.config_file
+                )
+            return self._store
+
+    def catalog(self) -> Catalog:
+        """Entities, views (with freshness), on-demand views and feature services."""
+        store = self.store
+        now = self._clock()
+        entities = {e.name: e for e in store.list_entities()}
+        views = []
+        keys_of: dict[str, tuple[str, ...]] = {}
+        for view in store.list_feature_views():
+            keys = tuple(k for name in view.entities for k in _join_keys(entities, name))
+            keys_of[view.name] = keys
+            last = _last_materialized(view)
+            views.append(
+                FeatureViewInfo(
+                    name=view.name,
+                    entities=tuple(view.entities),
+                    join_keys=keys,
+                    features=tuple(_feature(f) for f in view.features),
+                    ttl=view.ttl or None,
+                    source=_source(view.batch_source),
+                    on_demand=False,
+                    description=view.description,
+                    tags=dict(view.tags),
+                    last_materialized=last,
+                    freshness=freshness(last, view.ttl or None, now),
+                )
+            )
+        for odfv in store.list_on_demand_feature_views():
+            sources = [p.name for p in odfv.source_feature_view_projections.values()]
+            keys = tuple(dict.fromkeys(k for s in sources for k in keys_of.get(s, ())))
+            inputs = tuple(f.name for r in odfv.source_request_sources.values() for f in r.schema)
+            views.append(
+                FeatureViewInfo(
+                    name=odfv.name,
+                    entities=(),
+                    join_keys=keys,
+                    features=tuple(_feature(f) for f in odfv.features),
+                    ttl=None,
+                    source=None,
+                    on_demand=True,
+                    description=odfv.description,
+                    tags=dict(odfv.tags),
+                    last_materialized=None,
+                    freshness=None,
+                    request_inputs=inputs,
+                )
+            )
+        services = tuple(
+            FeatureServiceInfo(
+                name=service.name,
+                features=tuple(
+                    f"{p.name_to_use()}:{f.name}"
+                    for p in service.feature_view_projections
+                    for f in p.features
+                ),
+                description=service.description,
+            )
+            for service in store.list_feature_services()
+        )
+        return Catalog(
+            project=store.project,
+            entities=tuple(
+                EntityInfo(e.name, (e.join_key,), e.value_type.name, e.description)
+                for e in entities.values()
+            ),
+            feature_views=tuple(sorted(views, key=lambda v: v.name)),
+            feature_services=tuple(sorted(services, key=lambda s: s.name)),
+        )
+
+    def online(
+        self, entity_rows: Sequence[Mapping[str, Any]], features: Sequence[str]
+    ) -> OnlineFeatures:
+        """Online values of `features` ("view:feature") for the rows, with statuses."""
+        response = self.store.get_online_features(
+            features=list(features), entity_rows=[dict(r) for r in entity_rows]
+        )
+        proto = response.proto
+        names = list(proto.metadata.feature_names.val)
+        values = response.to_dict()
+        rows: list[dict[str, Any]] = [{} for _ in entity_rows]
+        statuses: list[dict[str, ValueStatus]] = [{} for _ in entity_rows]
+        by_name = {ref.partition(":")[2]: ref for ref in features}
+        for column, result in zip(names, proto.results, strict=True):
+            key = by_name.get(column, column)
+            for index, status in enumerate(result.statuses):
+                rows[index][key] = _plain(values[column][index])
+                if key in by_name.values():
+                    statuses[index][key] = _STATUSES.get(int(status), ValueStatus.NOT_FOUND)
+        columns = tuple(by_name.get(n, n) for n in names)
+        return OnlineFeatures(columns, tuple(rows), tuple(statuses))
+
+    def materialize(self, end: datetime | None = None) -> list[tuple[str, datetime, datetime]]:
+        """Incremental materialization up to `end` (now): each view from where it last
+        stopped (or its TTL back, the first time). Returns (view, start, end) per view."""
+        end = end or self._clock()
+        store = self.store
+        before = {v.name: _last_materialized(v) for v in store.list_feature_views()}
+        store.materialize_incremental(end_date=end)
+        done = []
+        for view in store.list_feature_views():
+            start = before.get(view.name) or (end - (view.ttl or timedelta(0)))
+            done.append((view.name, start, end))
+        log.info("materialized %d feature view(s) up to %s", len(done), end.isoformat())
+        return done
+
+    def historical(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+        """The point-in-time-correct training set for `entity_df` (join keys,
+        `event_timestamp`, labels) with the service's features: one row per input row."""
+        store = self.store
+        frame = store.get_historical_features(
+            entity_df=entity_df, features=store.get_feature_service(service)
+        ).to_df()
+        if len(frame) != len(entity_df):
+            raise RuntimeError(
+                f"the offline store returned {len(frame)} rows for {len(entity_df)} entity rows"
+            )
+        return frame
+
+
+def _definitions(path: Path) -> list[Any]:
+    spec = importlib.util.spec_from_file_location("ml_service_feature_repo", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load the feature definitions {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.OBJECTS)
+
+
+def _join_keys(entities: Mapping[str, Any], name: str) -> list[str]:
+    entity = entities.get(name)
+    return [entity.join_key] if entity is not None else [name]
+
+
+def _feature(field: Any) -> FeatureInfo:
+    return FeatureInfo(field.name, str(field.dtype), field.description or "")
+
+
+def _source(source: Any) -> str | None:
+    if source is None:
+        return None
+    path = getattr(source, "path", None)
+    return f"{type(source).__name__}: {path}" if path else f"{type(source).__name__}"
+
+
+def _last_materialized(view: Any) -> datetime | None:
+    intervals = view.materialization_intervals or []
+    if not intervals:
+        return None
+    end: datetime = max(i[1] for i in intervals)
+    return end if end.tzinfo else end.replace(tzinfo=UTC)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return value
