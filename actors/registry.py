@@ -80,6 +80,11 @@ class Registry:
         assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root  # resolved
         self._tracking_uri = settings.mlflow.tracking_uri
         self._artifact_root = settings.mlflow.artifact_root
+        self._features = (
+            str(settings.features.repo_dir),
+            str(settings.data_dir / "feast"),
+            settings.features.config_file,
+        )
         self._fingerprint = settings_fingerprint(settings)
         self._store = store or _default_store(settings)
         self._catalog = catalog or _default_catalog(settings)
@@ -132,6 +137,11 @@ class Registry:
     def tracking(self) -> tuple[str, str]:
         """The MLflow tracking URI and artifact root the service uses (jobs ask for them)."""
         return self._tracking_uri, self._artifact_root
+
+    def feature_store(self) -> tuple[str, str, str]:
+        """The Feast repository, its data directory and config file (jobs build training
+        sets from feature services with them)."""
+        return self._features
 
     # -- changes ----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ is asked, the catalog cached briefly (the online path reads it on every request)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -10,9 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from app.core.features import Catalog, Freshness, OnlineFeatures, plan_lookup
-from app.errors import ErrorCode, FieldError, InvalidInput, NotFound
-from app.ports import FeatureStore
+from app.core.features import (
+    Catalog,
+    Freshness,
+    OnlineFeatures,
+    ValueStatus,
+    plan_lookup,
+    service_signature,
+)
+from app.errors import Conflict, ErrorCode, FieldError, InvalidInput, NotFound
+from app.ports import FeatureStore, ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +91,78 @@ class Features:
         done = self._store.materialize(end)
         catalog = self.catalog(fresh=True)
         return done, {v.name: v.freshness for v in catalog.feature_views if not v.on_demand}
+
+    def check_contract(self, service: str, signature: Sequence[Sequence[str]] | None) -> None:
+        """A version trained on `service` may be deployed only while the service exists
+        with the schema it was trained on.
+
+        Raises:
+            Conflict: the service is gone, or its features or types changed.
+        """
+        current = service_signature(self.catalog(fresh=True), service)
+        if current is None:
+            raise Conflict(
+                ErrorCode.FEATURE_CONTRACT_BROKEN,
+                f"The feature service {service!r} the version was trained on no longer exists.",
+                feature_service=service,
+            )
+        if signature is not None and [tuple(s) for s in signature] != list(current):
+            raise Conflict(
+                ErrorCode.FEATURE_CONTRACT_BROKEN,
+                f"The feature service {service!r} changed since the version was trained: "
+                f"trained on {[list(s) for s in signature]}, now {[list(s) for s in current]}.",
+                feature_service=service,
+            )
+
+
+class FeatureInputs:
+    """Model inputs from entity keys: the online features of the feature service the
+    version was trained on, named as the model's columns.
+
+    Args:
+        features: the feature store.
+        registry: where a version's lineage names its feature service (read once per
+            version: lineage never changes).
+    """
+
+    def __init__(self, features: Features, registry: ModelRegistry) -> None:
+        self._features = features
+        self._registry = registry
+        self._services: dict[tuple[str, int], str | None] = {}
+
+    async def __call__(
+        self, model: str, version: int, entities: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """One record per entity row.
+
+        Raises:
+            InvalidInput: the version has no feature service, a row lacks its keys, or the
+                online store has no value for an entity.
+        """
+        service = await self._service(model, version)
+        if service is None:
+            raise InvalidInput.for_field(
+                "entities",
+                f"{model} version {version} was not trained on a feature service: send inputs",
+            )
+        online = await asyncio.to_thread(self._features.serve, entities, None, service)
+        names = [c for c in online.columns if ":" in c]
+        records = []
+        for index, (row, statuses) in enumerate(zip(online.rows, online.statuses, strict=True)):
+            missing = [n for n in names if statuses.get(n) is not ValueStatus.PRESENT]
+            if missing:
+                raise InvalidInput.for_field(
+                    f"entities[{index}]",
+                    f"no online value for {', '.join(missing)} "
+                    f"({', '.join(str(statuses.get(n)) for n in missing)})",
+                )
+            records.append({n.partition(":")[2]: row[n] for n in names})
+        return records
+
+    async def _service(self, model: str, version: int) -> str | None:
+        key = (model, version)
+        if key not in self._services:
+            view = await self._registry.get_model(model)
+            found = next((v for v in view.versions if v.version == version), None)
+            self._services[key] = found.lineage.feature_service if found else None
+        return self._services[key]

@@ -12,14 +12,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.core.feedback import PredictionRef
 from app.core.model_io import RowBlock, check_block
 from app.core.routing import RoutingTable, Variant
-from app.errors import DomainError, ErrorCode, NotFound
+from app.errors import DomainError, ErrorCode, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class ServingRecorder(Protocol):
         ...
 
 
+FeatureInputsFn = Callable[[str, int, Sequence[Mapping[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
 class Predictor:
     """Serves `POST /predict`.
 
@@ -85,6 +88,8 @@ class Predictor:
         recorder: buffers stats and references.
         max_rows: rows allowed per request.
         draw: uniform random numbers in [0, 1) (injectable for tests).
+        feature_inputs: model inputs from entity keys (the feature store), for versions
+            trained on a feature service.
     """
 
     def __init__(
@@ -94,28 +99,42 @@ class Predictor:
         recorder: ServingRecorder,
         max_rows: int,
         draw: Callable[[], float] = random.random,
+        feature_inputs: FeatureInputsFn | None = None,
     ) -> None:
         self._tables = tables
         self._invoker = invoker
         self._recorder = recorder
         self._max_rows = max_rows
         self._draw = draw
+        self._feature_inputs = feature_inputs
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def predict(
-        self, model: str, inputs: Any, key: str | None, request_id: str
+        self,
+        model: str,
+        inputs: Any,
+        key: str | None,
+        request_id: str,
+        entities: Sequence[Mapping[str, Any]] | None = None,
     ) -> Prediction:
-        """Route the request to a variant and predict.
+        """Route the request to a variant and predict, on `inputs` or, for a version
+        trained on a feature service, on the online features of `entities`.
 
         Raises:
             NotFound: the model is not deployed (`not_deployed`).
-            InvalidInput: the inputs are malformed.
+            InvalidInput: the inputs are malformed; entities without online features.
         """
         table = self._tables.get(model)
         if table is None:
             raise NotFound(ErrorCode.NOT_DEPLOYED, f"Model {model!r} is not deployed.", model=model)
-        block = check_block(inputs, self._max_rows)
         variant = table.choose(key, self._draw())
+        if entities is not None:
+            if self._feature_inputs is None:
+                raise InvalidInput.for_field("entities", "the feature store is not running")
+            if len(entities) > self._max_rows:
+                raise InvalidInput.for_field("entities", f"at most {self._max_rows} rows")
+            inputs = await self._feature_inputs(model, variant.version, entities)
+        block = check_block(inputs, self._max_rows)
         predictions = await self._call(model, variant, block)
         self._recorder.predicted(
             PredictionRef(

@@ -18,6 +18,7 @@ from app.api.schemas.training import BUILT_IN_TRAINERS, BatchPredictSpec, Traini
 from app.core.jobs import JobKind, JobRecord, JobRun
 from app.core.search_space import parse
 from app.errors import ErrorCode, FieldError, InvalidInput
+from app.feature_store import Features
 from app.ports import JobRuns, ModelRegistry, TrainingLauncher
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class TrainingJobs:
         python: the interpreter jobs run with (the service's own environment).
         env: variables every job gets (where the registry actor is, the code version).
         workdir: relative dataset paths are resolved against it.
+        features: checks the feature service of a training set.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class TrainingJobs:
         python: str,
         env: Mapping[str, str],
         workdir: Path,
+        features: Features | None = None,
     ) -> None:
         self._launcher = launcher
         self._runs = runs
@@ -64,6 +67,7 @@ class TrainingJobs:
         self._python = python
         self._env = dict(env)
         self._workdir = workdir
+        self._features = features
 
     async def submit(self, spec: TrainingSpec | BatchPredictSpec, actor: str) -> JobView:
         """Check the spec, then submit it.
@@ -129,6 +133,18 @@ class TrainingJobs:
             resolved = self._local(dataset.path, "dataset.path")
             spec = spec.model_copy(
                 update={"dataset": dataset.model_copy(update={"path": resolved})}
+            )
+        if dataset.feature_service is not None and dataset.entities is not None:
+            if self._features is not None and (
+                self._features.catalog().service(dataset.feature_service) is None
+            ):
+                raise InvalidInput.for_field(
+                    "dataset.feature_service",
+                    f"no feature service {dataset.feature_service!r} (see GET /features)",
+                )
+            resolved = self._local(dataset.entities, "dataset.entities")
+            spec = spec.model_copy(
+                update={"dataset": dataset.model_copy(update={"entities": resolved})}
             )
         self._check_resources(spec)
         return spec

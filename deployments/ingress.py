@@ -36,6 +36,7 @@ class Ingress:
         from app.adapters.serve_invoker import ServeModelInvoker
         from app.adapters.traffic_client import BufferedRecorder, RoutingCache, TrafficClient
         from app.api.factory import create_api
+        from app.feature_store import FeatureInputs
         from app.prediction import Predictor
 
         mlflow, serving = self._settings.mlflow, self._settings.serving
@@ -46,7 +47,14 @@ class Ingress:
         tables = RoutingCache(self._traffic_handle)
         recorder = BufferedRecorder(self._traffic_handle, serving.stats_flush_s)
         invoker = ServeModelInvoker(self._model_server, serving.retries)
-        predictor = Predictor(tables, invoker, recorder, serving.max_rows_per_request)
+        features = self._features()
+        predictor = Predictor(
+            tables,
+            invoker,
+            recorder,
+            serving.max_rows_per_request,
+            feature_inputs=FeatureInputs(features, registry) if features is not None else None,
+        )
         probes = (
             RayClusterProbe(),
             PingProbe("mlflow_store", tracker.ping),
@@ -62,8 +70,8 @@ class Ingress:
             registry=registry,
             traffic=traffic,
             predictor=predictor,
-            jobs=self._jobs(registry),
-            features=self._features(),
+            jobs=self._jobs(registry, features),
+            features=features,
             background=(tables, recorder),
             echo_request_id=False,
         )
@@ -82,7 +90,7 @@ class Ingress:
         threading.Thread(target=store.catalog, name="feast-warmup", daemon=True).start()
         return Features(store, settings.catalog_ttl_s)
 
-    def _jobs(self, registry: Any) -> Any:
+    def _jobs(self, registry: Any, features: Any) -> Any:
         import ray
 
         from app.adapters.mlflow_job_runs import MlflowJobRuns
@@ -105,4 +113,5 @@ class Ingress:
             sys.executable,
             {k: v for k, v in env.items() if v},
             settings.training.workdir,
+            features,
         )

@@ -57,6 +57,15 @@ class JobContext:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         return cls(submission_id(), tracking_uri, artifact_root, registry)
 
+    def feature_store(self) -> Any:
+        """The service's Feast feature store (`FeastFeatures`)."""
+        from pathlib import Path
+
+        from app.adapters.feast_store import FeastFeatures
+
+        repo, directory, config = ray.get(self.registry.feature_store.remote())
+        return FeastFeatures(Path(repo), Path(directory), config)
+
     @property
     def client(self) -> MlflowClient:
         """MLflow's client on the service's store."""

@@ -38,11 +38,17 @@ class TabularData:
     rows: int
     example: Any  # a few validation rows (DataFrame): named columns in, for the signature
     feature_service: str | None
+    feature_signature: list[list[str]] | None = None  # the service's (feature, type) trained on
 
 
 def load(spec: DatasetSpec, context: JobContext) -> TabularData:
     """Read the parquet data (writing a generated dataset first), split it and describe it."""
-    path = _materialise(spec, context) if spec.generate else str(spec.path)
+    served: list[str] | None = None
+    signature: list[list[str]] | None = None
+    if spec.feature_service:
+        path, served, signature = _training_set(spec, context)
+    else:
+        path = _materialise(spec, context) if spec.generate else str(spec.path)
     dataset = ray.data.read_parquet(path)
     schema = {
         name: str(kind)
@@ -50,7 +56,7 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
     }
     if spec.target not in schema:
         raise ValueError(f"the dataset has no target column {spec.target!r}")
-    features = spec.features or [c for c in schema if c not in (spec.target, "id")]
+    features = spec.features or served or [c for c in schema if c not in (spec.target, "id")]
     missing = [f for f in features if f not in schema]
     if missing:
         raise ValueError(f"the dataset has no column(s) {missing}")
@@ -79,6 +85,7 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
         rows=rows,
         example=example,
         feature_service=spec.feature_service,
+        feature_signature=signature,
     )
 
 
@@ -95,6 +102,46 @@ def _materialise(spec: DatasetSpec, context: JobContext) -> str:
         frame.to_parquet(f"{path}.tmp", index=False)
         os.replace(f"{path}.tmp", path)
     return str(path)
+
+
+def _training_set(spec: DatasetSpec, context: JobContext) -> tuple[str, list[str], list[list[str]]]:
+    """Point-in-time-correct features for the entity rows, from the feature service,
+    written as parquet (content-addressed) so that the digest covers what was trained on."""
+    import pandas as pd
+
+    assert spec.feature_service and spec.entities
+    from app.core.features import service_signature
+
+    entity_df = pd.read_parquet(spec.entities)
+    store = context.feature_store()
+    signature = service_signature(store.catalog(), spec.feature_service)
+    if signature is None:
+        raise ValueError(f"no feature service {spec.feature_service!r}")
+    frame = store.historical(entity_df, spec.feature_service)
+    served = [c for c in frame.columns if c not in entity_df.columns]
+    complete = frame.dropna(subset=served)
+    if len(complete) < len(frame):
+        log.warning(
+            "%d of %d entity rows have no feature value at their timestamp (older than the "
+            "TTL, or none yet): left out of training",
+            len(frame) - len(complete),
+            len(frame),
+        )
+    frame = complete.drop(columns=["event_timestamp"])
+    directory = Path(context.artifact_root) / "datasets"
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"{spec.feature_service}-{os.getpid()}.parquet.tmp"
+    frame.to_parquet(tmp, index=False)
+    content = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
+    path = directory / f"{spec.feature_service}-{content}.parquet"
+    os.replace(tmp, path)
+    log.info(
+        "training set from feature service %s: %d rows (of %d entity rows)",
+        spec.feature_service,
+        len(frame),
+        len(entity_df),
+    )
+    return str(path), served, [list(s) for s in signature]
 
 
 def digest_of(path: str) -> str:

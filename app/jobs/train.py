@@ -105,9 +105,10 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
         wrap=spec.trainer in ("mlp_classifier", "mlp_regressor"),
     )
     context.log_baseline(run_id, data, classifier=classifier)
-    context.finish(
-        run_id, spec, provenance={"trainer": spec.trainer, "num_workers": scaling.num_workers}
-    )
+    provenance: dict[str, Any] = {"trainer": spec.trainer, "num_workers": scaling.num_workers}
+    if data.feature_signature is not None:
+        provenance["feature_signature"] = data.feature_signature
+    context.finish(run_id, spec, provenance)
 
 
 def _import(reference: str) -> Any:

@@ -12,7 +12,14 @@ from app.adapters.ray_train import load_checkpoint_model
 from app.adapters.torch_mlp import CLASSIFIER
 from app.api.schemas.training import TrainingSpec
 from app.core.search_space import Searcher, parse
-from app.jobs.context import MODEL_TAG, TOTAL_TAG, VERSION_TAG, JobContext, now_ms
+from app.jobs.context import (
+    FEATURE_SERVICE_TAG,
+    MODEL_TAG,
+    TOTAL_TAG,
+    VERSION_TAG,
+    JobContext,
+    now_ms,
+)
 from app.jobs.tabular import TabularData
 
 log = logging.getLogger(__name__)
@@ -91,7 +98,7 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
         metrics=[Metric(f"best_{config.metric}", float(best.metrics[config.metric]), now_ms(), 0)],
         synchronous=True,
     )
-    provenance = {
+    provenance: dict[str, Any] = {
         "search_space": space.as_dict(),
         "searcher": config.searcher.value,
         "seed": config.seed,
@@ -100,6 +107,9 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
         "trials": len(results),
         "best_config": {k: _plain(v) for k, v in (best.config or {}).items()},
     }
+    if data.feature_service is not None:
+        client.set_tag(best_run, FEATURE_SERVICE_TAG, data.feature_service)
+        provenance["feature_signature"] = data.feature_signature
     context.finish(best_run, spec, provenance)
     best_tags = client.get_run(best_run).data.tags
     for key in (MODEL_TAG, VERSION_TAG):

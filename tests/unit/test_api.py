@@ -83,7 +83,8 @@ def test_every_route_is_guarded_except_health(client: TestClient) -> None:
 def test_reads_need_viewer_and_writes_more(client: TestClient) -> None:
     routes = guarded_routes(client)
     assert any(method == "POST" for method, _, _ in routes)
-    reads_by_post = {f"{BASE}/predict"}  # inference changes nothing: viewers may predict
+    # inference and online feature reads change nothing: viewers may call them
+    reads_by_post = {f"{BASE}/predict", f"{BASE}/features/serve"}
     for method, path, role in routes:
         if method == "GET" or path in reads_by_post:
             assert role is Role.VIEWER, path

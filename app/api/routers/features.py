@@ -22,7 +22,7 @@ from app.core.access import Role
 router = APIRouter(prefix="/features", tags=["features"], route_class=GuardedRoute)
 
 
-@router.get("", response_model=CatalogOut, responses=problem_responses(503))
+@router.get("", response_model=CatalogOut, responses=problem_responses(422, 503))
 def catalog(features: FeatureStoreDep) -> CatalogOut:
     """Entities, feature views (features, types, TTL, source, last materialization,
     freshness), on-demand views and feature services."""

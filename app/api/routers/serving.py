@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CurrentPrincipal, Predictions, Traffic
+from app.api.deps import CurrentPrincipal, Predictions, Registry, Traffic
 from app.api.problems import problem_responses, request_id_of
 from app.api.schemas.models import MODEL_NAME_PATTERN
 from app.api.schemas.serving import (
@@ -29,7 +30,8 @@ ModelId = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Registere
 _DEPLOY_409: dict[int | str, dict[str, Any]] = {
     409: {
         "description": "`rollout_in_progress`: a canary is rolling out. `nothing_to_compare`: "
-        "canary and shadow need a current deployment.",
+        "canary and shadow need a current deployment. `feature_contract_broken`: the "
+        "feature service a version was trained on is gone or changed.",
         **problem_responses(409)[409],
     }
 }
@@ -41,10 +43,26 @@ _DEPLOY_409: dict[int | str, dict[str, Any]] = {
     responses={**problem_responses(404, 422, 503), **_DEPLOY_409},
 )
 async def deploy(
-    model_id: ModelId, body: DeployRequest, traffic: Traffic, principal: CurrentPrincipal
+    model_id: ModelId,
+    body: DeployRequest,
+    traffic: Traffic,
+    principal: CurrentPrincipal,
+    registry: Registry,
+    request: Request,
 ) -> DeploymentPublic:
-    """Deploy versions with a strategy: replace, canary, ab or shadow."""
-    view = await traffic.deploy(model_id, body.to_domain(), principal.name)
+    """Deploy versions with a strategy: replace, canary, ab or shadow. A version trained
+    on a feature service is refused (409 `feature_contract_broken`) when the service no
+    longer exists or its schema changed."""
+    spec = body.to_domain()
+    features = request.app.state.features
+    if features is not None:
+        model = await registry.get_model(model_id)
+        for version in model.versions:
+            service = version.lineage.feature_service
+            if version.version in spec.versions() and service:
+                signature = version.lineage.training.get("feature_signature")
+                await asyncio.to_thread(features.check_contract, service, signature)
+    view = await traffic.deploy(model_id, spec, principal.name)
     return DeploymentPublic.of(view)
 
 
@@ -78,7 +96,7 @@ async def undeploy(model_id: ModelId, traffic: Traffic, principal: CurrentPrinci
 async def predict(body: PredictRequest, predictor: Predictions, request: Request) -> Response:
     """Predict with a deployed model (inference is a read: the viewer role suffices)."""
     result = await predictor.predict(
-        body.model, body.inputs, body.request_key, request_id_of(request)
+        body.model, body.inputs, body.request_key, request_id_of(request), body.entities
     )
     # The hot path: plain JSON, without validating the response model once more.
     return JSONResponse(

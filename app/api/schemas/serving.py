@@ -262,12 +262,27 @@ class PredictRequest(BaseModel):
     )
 
     model: ModelName
-    inputs: Any = Field(description="Records `[{...}]`, rows `[[...]]` or columns `{name: [...]}`.")
+    inputs: Any = Field(
+        default=None,
+        description="Records `[{...}]`, rows `[[...]]` or columns `{name: [...]}`.",
+    )
+    entities: list[dict[str, int | float | str | bool]] | None = Field(
+        default=None,
+        min_length=1,
+        description='Or entity keys only (`[{"customer_id": 7}]`), for a version trained on a '
+        "feature service: the service fetches its online features.",
+    )
     request_key: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         default=None,
         description="Sticky assignment: the same key always reaches the same variant of an "
         "experiment (across replicas and restarts).",
     )
+
+    @model_validator(mode="after")
+    def _inputs_or_entities(self) -> Self:
+        if (self.inputs is None) == (self.entities is None):
+            raise ValueError("give either inputs or entities")
+        return self
 
 
 class PredictResponse(BaseModel):

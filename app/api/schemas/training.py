@@ -54,12 +54,24 @@ class DatasetSpec(_Spec):
     )
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     feature_service: str | None = Field(
-        default=None, description="The feature service the columns come from (lineage)."
+        default=None,
+        description="Build the training set from this Feast feature service: point-in-time "
+        "features for the rows of `entities` (recorded in the version's lineage).",
+    )
+    entities: str | None = Field(
+        default=None,
+        description="With feature_service: parquet of entity rows (join keys, "
+        "`event_timestamp`, the target).",
     )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        if (self.path is None) == (self.generate is None):
+        if self.feature_service is not None:
+            if self.entities is None or self.path is not None or self.generate is not None:
+                raise ValueError("with feature_service give entities (and no path or generate)")
+        elif self.entities is not None:
+            raise ValueError("entities needs feature_service")
+        elif (self.path is None) == (self.generate is None):
             raise ValueError("give either path or generate")
         return self
 
