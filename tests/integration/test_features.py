@@ -158,6 +158,10 @@ def test_missing_values_are_null_with_a_status_and_bad_lookups_are_4xx(repo: Rep
         ({"features": ["customer_stats:height"], "entities": [{"customer_id": 1}]}, "features[0]"),
         ({"features": ["nope:age"], "entities": [{"customer_id": 1}]}, "features[0]"),
         ({"features": ["customer_stats:age"], "entities": [{"user_id": 1}]}, "entities[0]"),
+        (
+            {"features": ["customer_stats:age"], "entities": [{"customer_id": "7"}]},
+            "entities[0].customer_id",
+        ),
         ({"feature_service": "churn_v2", "entities": [{"customer_id": 1}]}, "entities[0]"),
         ({"features": ["customer_stats:age"], "entities": []}, "entities"),
         ({"entities": [{"customer_id": 1}]}, "body"),

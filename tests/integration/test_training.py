@@ -385,3 +385,91 @@ def test_a_training_function_of_your_own(service: Service) -> None:
     assert job["registered"]["model"] == "churn-logistic"
     run = service.mlflow.get_run(job["mlflow_run_id"])
     assert run.data.metrics["val_accuracy"] > run.data.metrics["baseline_accuracy"]
+
+
+def test_train_on_a_feature_service_deploy_and_predict_by_entity_key(service: Service) -> None:
+    engineer, viewer = service.tokens.header(Role.ENGINEER), service.tokens.header(Role.VIEWER)
+    feast_dir = service.settings.data_dir / "feast"
+    materialized = service.http.post(f"{BASE}/features/materialize", headers=engineer)
+    assert materialized.status_code == 200, materialized.text
+    spec = training_spec(
+        experiment="churn-features",
+        dataset={
+            "feature_service": "churn_v1",
+            "entities": str(feast_dir / "churn_labels.parquet"),
+            "target": "churned",
+        },
+        params={"hidden": [16], "epochs": 2, "batch_size": 64},
+        scaling={"num_workers": 1},
+        register={"model": "churn-features"},
+    )
+    response = service.submit(spec)
+    assert response.status_code == 201, response.text
+    job = service.wait(response.json()["job_id"])
+    assert job["state"] == "succeeded", (job, service.errors(job["job_id"]))
+    version = job["registered"]["version"]
+    lineage = service.http.get(
+        f"{BASE}/models/churn-features/versions/{version}", headers=viewer
+    ).json()["lineage"]
+    assert lineage["feature_service"] == "churn_v1"
+    assert [ref for ref, _ in lineage["training"]["feature_signature"]][0] == (
+        "customer_stats:tenure_months"
+    )
+
+    deployed = service.http.post(
+        f"{BASE}/models/churn-features/deploy",
+        json={"strategy": "replace", "version": version},
+        headers=engineer,
+    )
+    assert deployed.status_code == 200, deployed.text
+    keys = [{"customer_id": 5}, {"customer_id": 77}]
+    by_key = service.http.post(
+        f"{BASE}/predict", json={"model": "churn-features", "entities": keys}, headers=viewer
+    )
+    assert by_key.status_code == 200, by_key.text
+    fetched = service.http.post(
+        f"{BASE}/features/serve",
+        json={"feature_service": "churn_v1", "entities": keys},
+        headers=viewer,
+    ).json()
+    by_hand = [
+        {column.partition(":")[2]: row[column] for column in row if ":" in column}
+        for row in fetched["rows"]
+    ]
+    direct = service.http.post(
+        f"{BASE}/predict", json={"model": "churn-features", "inputs": by_hand}, headers=viewer
+    )
+    assert by_key.json()["predictions"] == direct.json()["predictions"]
+    unknown = service.http.post(
+        f"{BASE}/predict",
+        json={"model": "churn-features", "entities": [{"customer_id": 10**9}]},
+        headers=viewer,
+    )
+    assert unknown.status_code == 422 and "not_found" in unknown.text
+
+    # the feature contract: churn_v1 loses a feature -> deploying the version is refused
+    import importlib.util
+
+    from feast import FeatureService, FeatureStore
+
+    os.environ["ML_FEAST_DIR"] = str(feast_dir)
+    module_spec = importlib.util.spec_from_file_location(
+        "repo_features", CONFIGS / "feature_repo" / "features.py"
+    )
+    assert module_spec is not None and module_spec.loader is not None
+    repo = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(repo)
+    store = FeatureStore(repo_path=str(CONFIGS / "feature_repo"))
+    narrower = repo.customer_stats[["tenure_months", "monthly_charges"]]
+    store.apply([FeatureService(name="churn_v1", features=[narrower])])
+    try:
+        time.sleep(6)  # the replicas' registry cache
+        refused = service.http.post(
+            f"{BASE}/models/churn-features/deploy",
+            json={"strategy": "replace", "version": version},
+            headers=engineer,
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "feature_contract_broken"
+    finally:
+        store.apply([repo.churn_v1])

@@ -1,0 +1,168 @@
+"""POST /api/v1/ml/features/serve against Feast's own feature server on the same repository.
+
+One local Ray cluster runs the `ml` application as `serve_config.yaml` builds it (auth,
+validation, the catalog check, Serve's proxy hop); beside it `feast serve` (Feast's HTTP
+feature server, one worker) reads the same registry and SQLite online store. Rounds
+alternate between them; each sends the same lookups (the `churn_v1` feature service, 1 or
+100 customers) from one client, one request at a time. Prints p50/p99 per server and the
+ratio ours/Feast's (target: p50 at most 0.8x).
+
+    .venv/bin/python benchmarks/features.py [--requests 300] [--rounds 3]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timed(http: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    response = http.post(url, json=body, headers=headers)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: {response.status_code} {response.text[:500]}")
+    return elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def wait_for(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from app.core.access import Role
+    from deployments.builder import AppArgs, build_ml_app
+    from tests.api_fixtures import CONFIGS, Tokens
+    from tests.service_process import free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-features-"))
+    tokens = Tokens()
+    os.environ.update(
+        {
+            "ML_DATA_DIR": str(workdir / "data"),
+            "ML_LOG_LEVEL": "WARNING",
+            "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
+        }
+    )
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        logging_level="ERROR",
+        _temp_dir=tempfile.mkdtemp(prefix="ray-bench-", dir="/tmp"),
+    )
+    port = free_port()
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
+    serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, timeout=120) as http:
+        done = http.post("/api/v1/ml/features/materialize", headers=tokens.header(Role.ENGINEER))
+        done.raise_for_status()
+
+    feast_port = free_port()
+    feast = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "feast"),
+            "-c",
+            str(CONFIGS / "feature_repo"),
+            "serve",
+            "-p",
+            str(feast_port),
+            "--no-access-log",
+        ],
+        env={**os.environ, "ML_FEAST_DIR": str(workdir / "data" / "feast")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{feast_port}/health")
+        results = compare(base, feast_port, tokens.header(Role.VIEWER), args)
+    finally:
+        feast.terminate()
+        feast.wait(30)
+        serve.shutdown()
+        ray.shutdown()
+    for entities, (ours, theirs) in results.items():
+        print(
+            f"{entities:>3} entit{'y' if entities == 1 else 'ies'}: service p50 {ours[0]:6.2f} ms "
+            f"p99 {ours[1]:6.2f} ms | feast serve p50 {theirs[0]:6.2f} ms p99 {theirs[1]:6.2f} ms"
+            f" | ratio p50 {ours[0] / theirs[0]:.2f}x (target <= 0.8)"
+        )
+    return 0
+
+
+def compare(
+    base: str, feast_port: int, viewer: dict[str, str], args: argparse.Namespace
+) -> dict[int, tuple[tuple[float, float], tuple[float, float]]]:
+    results = {}
+    with httpx.Client(timeout=60) as http:
+        for entities in (1, 100):
+            ids = list(range(entities))
+            ours_body = {
+                "feature_service": "churn_v1",
+                "entities": [{"customer_id": i} for i in ids],
+            }
+            theirs_body = {"feature_service": "churn_v1", "entities": {"customer_id": ids}}
+            ways = {
+                "service": (f"{base}/api/v1/ml/features/serve", ours_body, viewer),
+                "feast": (f"http://127.0.0.1:{feast_port}/get-online-features", theirs_body, {}),
+            }
+            for url, body, headers in ways.values():  # warm up
+                for _ in range(30):
+                    timed(http, url, body, headers)
+            p50: dict[str, list[float]] = {w: [] for w in ways}
+            p99: dict[str, list[float]] = {w: [] for w in ways}
+            for round_no in range(1, args.rounds + 1):
+                for name, (url, body, headers) in ways.items():
+                    latencies = [timed(http, url, body, headers) for _ in range(args.requests)]
+                    p50[name].append(statistics.median(latencies))
+                    p99[name].append(percentile(latencies, 0.99))
+                    print(
+                        f"{entities:>3} entities round {round_no} {name:8s} "
+                        f"p50 {p50[name][-1]:6.2f} ms  p99 {p99[name][-1]:6.2f} ms",
+                        flush=True,
+                    )
+            results[entities] = (
+                (statistics.median(p50["service"]), statistics.median(p99["service"])),
+                (statistics.median(p50["feast"]), statistics.median(p99["feast"])),
+            )
+    return results
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
