@@ -44,10 +44,12 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
         weight_decay=float(params.get("weight_decay", 0.0)),
     )
     start = _resume(model, optimizer)
-    if start:
-        log.warning("rank %d resumes at epoch %d from the last checkpoint", rank, start)
     epochs, batch_size = int(params.get("epochs", 5)), int(params.get("batch_size", 256))
     mlflow = MlflowClient(config["tracking_uri"]) if rank == 0 else None
+    if start:
+        log.warning("rank %d resumes at epoch %d from the last checkpoint", rank, start)
+        if mlflow is not None:  # the run says so too (a log line is easy to miss)
+            mlflow.set_tag(config["run_id"], "mlservice.resumed_at_epoch", str(start))
     for epoch in range(start, epochs):
         began = time.perf_counter()
         loss, rows = torch_mlp.train_epoch(

@@ -49,12 +49,15 @@ def logistic_regression(config: dict[str, Any]) -> None:
     from mlflow.entities import Metric
 
     features, target = config["features"], config["target"]
+    params = config["params"]
+    torch.manual_seed(int(params.get("seed", 0)))
+    batch_size = int(params.get("batch_size", 64))
     model = Standardised(config["mean"], config["std"])
     optimizer = torch.optim.SGD(model.parameters(), lr=float(config["params"].get("lr", 0.1)))
     rank = ray.train.get_context().get_world_rank()
     for epoch in range(int(config["params"].get("epochs", 3))):
         for batch in ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=512, dtypes=torch.float32
+            batch_size=batch_size, dtypes=torch.float32
         ):
             x = torch.stack([batch[f] for f in features], dim=1)
             optimizer.zero_grad()
