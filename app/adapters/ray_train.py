@@ -63,6 +63,8 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
             / max(time.perf_counter() - began, 1e-9),
             **torch_mlp.evaluate(model, _batches("val", features, target, 4096, config), trainer),
         }
+        # checkpoint first: an epoch the run shows as done can be resumed from
+        _report(epoch, metrics, model, optimizer, rank)
         if mlflow is not None:
             now = int(time.time() * 1000)
             mlflow.log_batch(
@@ -73,7 +75,6 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
                 ],
                 synchronous=True,
             )
-        _report(epoch, metrics, model, optimizer, rank)
 
 
 def _batches(
