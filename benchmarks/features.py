@@ -5,7 +5,8 @@ validation, the catalog check, Serve's proxy hop); beside it `feast serve` (Feas
 feature server, one worker) reads the same registry and SQLite online store. Rounds
 alternate between them; each sends the same lookups (the `churn_v1` feature service, 1 or
 100 customers) from one client, one request at a time. Prints p50/p99 per server and the
-ratio ours/Feast's (target: p50 at most 0.8x).
+ratio ours/Feast's (target: p50 at most 0.8x), and the floor: a trivial GET through the
+same Serve proxy and ingress, which no feature path can go below.
 
     .venv/bin/python benchmarks/features.py [--requests 300] [--rounds 3]
 """
@@ -131,6 +132,15 @@ def compare(
 ) -> dict[int, tuple[tuple[float, float], tuple[float, float]]]:
     results = {}
     with httpx.Client(timeout=60) as http:
+        floor = []
+        for _ in range(args.requests):  # the same hops without a feature read
+            started = time.perf_counter()
+            http.get(f"{base}/api/v1/ml/health/live").raise_for_status()
+            floor.append((time.perf_counter() - started) * 1000)
+        print(
+            f"floor: GET /health/live through Serve's proxy p50 {statistics.median(floor):.2f} ms",
+            flush=True,
+        )
         for entities in (1, 100):
             ids = list(range(entities))
             ours_body = {
