@@ -109,11 +109,21 @@ class FeastFeatures:
             if self._store is None:
                 from feast import FeatureStore
 
-                os.environ.setdefault(FEAST_DIR_ENV, str(self.feast_dir))
-                self._store = FeatureStore(
-                    repo_path=str(self.repo_dir), fs_yaml_file=self.repo_dir / self.config_file
-                )
+                self._store = FeatureStore(repo_path=str(self.repo_dir), config=self._config())
             return self._store
+
+    def _config(self) -> Any:
+        """The repository's config with `${ML_FEAST_DIR}` as this store's directory (not
+        the process's environment: a process may hold stores of several directories),
+        other variables from the environment."""
+        import yaml
+        from feast.repo_config import RepoConfig
+
+        text = (self.repo_dir / self.config_file).read_text()
+        text = text.replace("${" + FEAST_DIR_ENV + "}", str(self.feast_dir))
+        config = RepoConfig(**yaml.safe_load(os.path.expandvars(text)))
+        config.repo_path = self.repo_dir
+        return config
 
     def catalog(self) -> Catalog:
         """Entities, views (with freshness), on-demand views and feature services."""

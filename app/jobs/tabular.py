@@ -127,6 +127,12 @@ def _training_set(spec: DatasetSpec, context: JobContext) -> tuple[str, list[str
             len(frame) - len(complete),
             len(frame),
         )
+    if len(complete) < 10:
+        raise ValueError(
+            f"the feature service {spec.feature_service!r} has values for only "
+            f"{len(complete)} of {len(frame)} entity rows at their timestamps: no "
+            "snapshot within the TTL before these labels' timestamps?"
+        )
     frame = complete.drop(columns=["event_timestamp"])
     directory = Path(context.artifact_root) / "datasets"
     directory.mkdir(parents=True, exist_ok=True)
