@@ -91,9 +91,15 @@ class TrainingJobs:
         job_id = f"{kind.value.replace('_', '-')}-{uuid.uuid4().hex[:12]}"
         body = json.dumps(spec.model_dump(mode="json", by_alias=True))
         entrypoint = f"{shlex.quote(self._python)} -m {kind.module} --spec-json {shlex.quote(body)}"
-        self._launcher.submit(job_id, entrypoint, {**metadata, "submitted_by": actor}, self._env)
+        await asyncio.to_thread(  # an HTTP call to the cluster, retried while it starts
+            self._launcher.submit,
+            job_id,
+            entrypoint,
+            {**metadata, "submitted_by": actor},
+            self._env,
+        )
         log.info("%s submitted %s job %s", actor, kind.value, job_id)
-        return self.get(job_id)
+        return await asyncio.to_thread(self.get, job_id)
 
     def get(self, job_id: str) -> JobView:
         """A job with its progress (NotFound for an unknown id)."""

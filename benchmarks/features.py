@@ -12,12 +12,10 @@ same Serve proxy and ingress, which no feature path can go below.
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,33 +62,12 @@ def main() -> int:
     from ray import serve
 
     from app.core.access import Role
-    from deployments.builder import AppArgs, build_ml_app
-    from tests.api_fixtures import CONFIGS, Tokens
+    from benchmarks.ml_app import start_ml_app
+    from tests.api_fixtures import CONFIGS
     from tests.service_process import free_port
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-features-"))
-    tokens = Tokens()
-    os.environ.update(
-        {
-            "ML_DATA_DIR": str(workdir / "data"),
-            "ML_LOG_LEVEL": "WARNING",
-            "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
-        }
-    )
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        logging_level="ERROR",
-        _temp_dir=tempfile.mkdtemp(prefix="ray-bench-", dir="/tmp"),
-    )
-    port = free_port()
-    serve.start(
-        http_options={"host": "127.0.0.1", "port": port},
-        logging_config={"log_level": "WARNING", "enable_access_log": False},
-    )
-    serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
-    base = f"http://127.0.0.1:{port}"
+    running = start_ml_app("features")
+    base, tokens, workdir = running.base, running.tokens, running.workdir
     with httpx.Client(base_url=base, timeout=120) as http:
         done = http.post("/api/v1/ml/features/materialize", headers=tokens.header(Role.ENGINEER))
         done.raise_for_status()

@@ -16,11 +16,8 @@ ratios service/minimal. Target: p50 at most 1.15x and throughput at least 0.9x.
 """
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,35 +105,13 @@ def main() -> int:
     from ray import serve
 
     from app.core.access import Role
-    from deployments.builder import AppArgs, build_ml_app
-    from tests.api_fixtures import CONFIGS, Tokens
+    from benchmarks.ml_app import start_ml_app
     from tests.integration.model_factory import log_model_run
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
-    tokens = Tokens()
-    os.environ.update(
-        {
-            "ML_DATA_DIR": str(workdir / "data"),
-            "ML_LOG_LEVEL": "WARNING",
-            "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
-        }
-    )
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        logging_level="ERROR",
-        _temp_dir=tempfile.mkdtemp(prefix="ray-bench-", dir="/tmp"),
-    )
-    port = 8000 + os.getpid() % 1000
-    serve.start(
-        http_options={"host": "127.0.0.1", "port": port},
-        logging_config={"log_level": "WARNING", "enable_access_log": False},
-    )
-    serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
+    running = start_ml_app("predict")
+    base, tokens, workdir = running.base, running.tokens, running.workdir
     tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
     run = log_model_run(tracking, str(workdir / "data" / "mlflow" / "artifacts"), "bench")
-    base = f"http://127.0.0.1:{port}"
     auth = tokens.header(Role.ENGINEER)
     with httpx.Client(base_url=base, timeout=120, headers=auth) as http:
         version = http.post("/api/v1/ml/models", json={"name": "bench", "run_id": run.run_id})

@@ -88,7 +88,7 @@ class FeastFeatures:
         self._clock = clock
         self._lock = threading.Lock()
         self._store: Any = None
-        self._view_cache: tuple[float, dict[str, Any]] | None = None
+        self._definitions: tuple[float, dict[str, Any], dict[str, Any]] | None = None
 
     def start(self, demo_data: bool = True) -> None:
         """Write the demo data (if asked and missing), then apply the repository's
@@ -201,27 +201,31 @@ class FeastFeatures:
         Plain feature views are read with the provider's `online_read` (Feast's own online
         store code, without the SDK's per-request registry and response building: 2x less
         time for 100 rows); on-demand views go through `get_online_features`."""
-        views = self._views()
+        views, entities = self._online_definitions()
         by_view: dict[str, list[str]] = {}
         for ref in features:
             name, _, feature = ref.partition(":")
             by_view.setdefault(name, []).append(feature)
         if all(name in views for name in by_view):
-            return self._read(views, by_view, entity_rows, features)
+            return self._read(views, entities, by_view, entity_rows, features)
         return self._sdk_online(entity_rows, features)
 
-    def _views(self) -> dict[str, Any]:
-        """The plain feature views, re-read from the registry every few seconds."""
+    def _online_definitions(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The plain feature views and the entities, re-read from the registry every few
+        seconds (not on every online read)."""
         now = time.monotonic()
-        cached = self._view_cache
+        cached = self._definitions
         if cached is None or now - cached[0] > VIEW_CACHE_S:
-            views = {v.name: v for v in self.store.list_feature_views()}
-            cached = self._view_cache = (now, views)
-        return cached[1]
+            store = self.store
+            views = {v.name: v for v in store.list_feature_views()}
+            entities = {e.name: e for e in store.list_entities()}
+            cached = self._definitions = (now, views, entities)
+        return cached[1], cached[2]
 
     def _read(
         self,
         views: Mapping[str, Any],
+        entities: Mapping[str, Any],
         by_view: Mapping[str, list[str]],
         entity_rows: Sequence[Mapping[str, Any]],
         features: Sequence[str],
@@ -230,7 +234,6 @@ class FeastFeatures:
 
         store = self.store
         provider = store._get_provider()
-        entities = {e.name: e for e in store.list_entities(allow_cache=True)}
         rows: list[dict[str, Any]] = [dict(r) for r in entity_rows]
         statuses: list[dict[str, ValueStatus]] = [{} for _ in entity_rows]
         keys_seen: list[str] = []

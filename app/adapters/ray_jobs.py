@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,8 @@ from app.core.jobs import JobRecord, JobState
 from app.errors import ErrorCode, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
+
+AGENT_WAIT_S = 30.0  # how long a submission waits for the job agent of a fresh cluster
 
 _STATES = {
     "PENDING": JobState.PENDING,
@@ -38,15 +41,28 @@ class RayJobsLauncher:
     def submit(
         self, job_id: str, entrypoint: str, metadata: Mapping[str, str], env: Mapping[str, str]
     ) -> str:
-        """See `TrainingLauncher.submit`."""
-        submitted: str = self._call(
-            lambda c: c.submit_job(
-                entrypoint=entrypoint,
-                submission_id=job_id,
-                metadata=dict(metadata),
-                runtime_env={"env_vars": dict(env)},
-            )
-        )
+        """See `TrainingLauncher.submit`. Right after the cluster starts, its job agent may
+        not be up yet: the submission (idempotent by its id) is retried for a while."""
+
+        def submit(client: Any) -> str:
+            deadline = time.monotonic() + AGENT_WAIT_S
+            while True:
+                try:
+                    return str(
+                        client.submit_job(
+                            entrypoint=entrypoint,
+                            submission_id=job_id,
+                            metadata=dict(metadata),
+                            runtime_env={"env_vars": dict(env)},
+                        )
+                    )
+                except RuntimeError as exc:
+                    if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    log.info("the cluster's job agent is not up yet; retrying job %s", job_id)
+                    time.sleep(1)
+
+        submitted: str = self._call(submit)
         log.info("submitted job %s", submitted)
         return submitted
 

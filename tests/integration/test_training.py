@@ -282,25 +282,32 @@ def train_workers() -> list[int]:
     return [a.pid for a in actors if "TrainWorker" in (a.class_name or "")]
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(service: Service) -> None:
+def kill_a_worker_mid_training(service: Service, name: str, max_failures: int) -> str:
+    """Submit a 6-epoch job registering `name`; SIGKILL a Train worker once epochs are
+    checkpointed (done >= 2: the controller has registered epoch 1's), before the end."""
     spec = training_spec(
-        experiment="churn-recovery",
+        experiment=name,
         dataset={"generate": {"rows": 120_000, "seed": 2}, "target": "churned"},
         params={"hidden": [64, 64], "epochs": 6, "batch_size": 64},
-        max_failures=2,
-        register={"model": "churn-recovery"},
+        max_failures=max_failures,
+        register={"model": name},
     )
-    job_id = service.submit(spec).json()["job_id"]
+    job_id = str(service.submit(spec).json()["job_id"])
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # kill a worker once epochs are checkpointed
+    while time.monotonic() < deadline:
         progress = service.job(job_id)["progress"]
-        if progress and progress["done"] >= 2:  # the controller has registered epoch 1's
+        if progress and progress["done"] >= 2:
             break
         time.sleep(0.5)
     workers = train_workers()
     assert workers, "no training worker found"
     os.kill(workers[0], signal.SIGKILL)
     assert service.job(job_id)["progress"]["done"] < 6  # killed mid-training
+    return job_id
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(service: Service) -> None:
+    job_id = kill_a_worker_mid_training(service, "churn-recovery", max_failures=2)
     job = service.wait(job_id, 600)
     assert job["state"] == "succeeded", (job, service.errors(job_id))
     run = service.mlflow.get_run(job["mlflow_run_id"])
@@ -314,20 +321,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(service: Service) -> N
 
 
 def test_without_recovery_a_killed_worker_fails_the_job_clearly(service: Service) -> None:
-    spec = training_spec(
-        experiment="churn-no-recovery",
-        dataset={"generate": {"rows": 120_000, "seed": 2}, "target": "churned"},
-        params={"hidden": [64, 64], "epochs": 6, "batch_size": 64},
-        max_failures=0,
-        register={"model": "churn-no-recovery"},
-    )
-    job_id = service.submit(spec).json()["job_id"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if train_workers() and (service.job(job_id)["progress"] or {}).get("done", 0) >= 1:
-            break
-        time.sleep(1)
-    os.kill(train_workers()[0], signal.SIGKILL)
+    job_id = kill_a_worker_mid_training(service, "churn-no-recovery", max_failures=0)
     job = service.wait(job_id, 600)
     assert job["state"] == "failed"
     assert job["message"] and "Error" in job["message"]
