@@ -30,6 +30,7 @@ from app.core.features import (
     ValueStatus,
     freshness,
 )
+from app.core.files import write_parquet
 from app.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,10 @@ def write_demo_data(
     end = end or datetime.now(UTC)
     stats, labels = directory / STATS_FILE, directory / LABELS_FILE
     if not stats.exists():
-        feature_data.customer_stats(customers, days, end).to_parquet(f"{stats}.tmp", index=False)
-        os.replace(f"{stats}.tmp", stats)
+        write_parquet(feature_data.customer_stats(customers, days, end), stats)
         log.info("wrote demo feature data: %d customers x %d days -> %s", customers, days, stats)
     if not labels.exists():
-        feature_data.labels(customers, end).to_parquet(f"{labels}.tmp", index=False)
-        os.replace(f"{labels}.tmp", labels)
+        write_parquet(feature_data.labels(customers, end), labels)
 
 
 class FeastFeatures:

@@ -14,6 +14,7 @@ import ray
 
 from app.api.schemas.training import DatasetSpec
 from app.core import churn_data
+from app.core.files import temporary_beside, write_parquet
 
 if TYPE_CHECKING:
     from app.jobs.context import JobContext
@@ -99,8 +100,7 @@ def _materialise(spec: DatasetSpec, context: JobContext) -> str:
     name = f"churn-{spec.generate.rows}-{spec.generate.seed}.parquet"
     path = directory / name
     if not path.exists():
-        frame.to_parquet(f"{path}.tmp", index=False)
-        os.replace(f"{path}.tmp", path)
+        write_parquet(frame, path)  # two jobs starting together may both write it
     return str(path)
 
 
@@ -136,11 +136,14 @@ def _training_set(spec: DatasetSpec, context: JobContext) -> tuple[str, list[str
     frame = complete.drop(columns=["event_timestamp"])
     directory = Path(context.artifact_root) / "datasets"
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f"{spec.feature_service}-{os.getpid()}.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    content = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
-    path = directory / f"{spec.feature_service}-{content}.parquet"
-    os.replace(tmp, path)
+    tmp = temporary_beside(directory / f"{spec.feature_service}.parquet")
+    try:
+        frame.to_parquet(tmp, index=False)
+        content = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
+        path = directory / f"{spec.feature_service}-{content}.parquet"
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info(
         "training set from feature service %s: %d rows (of %d entity rows)",
         spec.feature_service,
