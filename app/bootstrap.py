@@ -65,6 +65,34 @@ def feature_store(settings: Settings) -> Any:
     )
 
 
+def training_jobs(settings: Settings, registry: Any, features: Any = None) -> Any:
+    """The `TrainingJobs` of these settings: Ray's job API of the cluster the caller runs
+    in (or `training.dashboard_url`), the MLflow store, this environment's interpreter."""
+    import ray
+
+    from app.adapters.mlflow_job_runs import MlflowJobRuns
+    from app.adapters.ray_jobs import RayJobsLauncher
+    from app.training import TrainingJobs, code_version
+
+    assert settings.mlflow.tracking_uri and settings.training.workdir  # resolved
+    env = {
+        "ML_REGISTRY__ACTOR_NAME": settings.registry.actor_name,
+        "ML_REGISTRY__NAMESPACE": settings.registry.namespace,
+        "ML_CODE_VERSION": code_version(settings.training.workdir),
+        "RAY_DATA_DISABLE_PROGRESS_BARS": "1",  # bars bury the log lines that matter
+    }
+    return TrainingJobs(
+        RayJobsLauncher(settings.training.dashboard_url),
+        MlflowJobRuns(settings.mlflow.tracking_uri),
+        registry,
+        ray.cluster_resources,
+        sys.executable,
+        {k: v for k, v in env.items() if v},
+        settings.training.workdir,
+        features,
+    )
+
+
 def _ensure_token_file(path: Path) -> str:
     """The digest of the token in `path`, creating the file (mode 0600) if it is missing."""
     if not path.exists():

@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "job_not_found"
     FEATURE_SERVICE_NOT_FOUND = "feature_service_not_found"
     FEATURE_CONTRACT_BROKEN = "feature_contract_broken"
+    DRIFT_NOT_EVALUATED = "drift_not_evaluated"
     INSUFFICIENT_RESOURCES = "insufficient_resources"
     NOTHING_TO_COMPARE = "nothing_to_compare"
     ROLLOUT_IN_PROGRESS = "rollout_in_progress"

@@ -21,6 +21,7 @@ from app.core.feedback import Feedback, PredictionRef
 from app.core.gates import Approval, Evidence, PromotionPolicy, ValidationReport
 from app.core.jobs import JobRecord, JobRun
 from app.core.lifecycle import ModelStage
+from app.core.monitoring import Alert, AlertState, MonitoringPolicy
 from app.core.registry import (
     ModelVersion,
     ModelView,
@@ -457,4 +458,48 @@ class FeatureStore(Protocol):
 
     def materialize(self, end: datetime | None = None) -> list[tuple[str, datetime, datetime]]:
         """Incremental materialization up to `end`; (view, start, end) per view."""
+        ...
+
+
+class MonitorStore(Protocol):
+    """Durable monitoring state: policies, alerts, the latest drift per version, retrains."""
+
+    def policies(self) -> dict[str, MonitoringPolicy]:
+        """Every model's stored policy."""
+        ...
+
+    def save_policy(self, model: str, policy: MonitoringPolicy) -> None:
+        """Store a model's policy."""
+        ...
+
+    def save_alert(self, alert: Alert) -> None:
+        """Insert or update an alert."""
+        ...
+
+    def latest_alert(self, model: str, version: int) -> Alert | None:
+        """A version's most recent alert (open or resolved)."""
+        ...
+
+    def alerts(
+        self, model: str | None, state: AlertState | None, offset: int, limit: int
+    ) -> list[Alert]:
+        """Alerts, newest first."""
+        ...
+
+    def save_drift(
+        self, model: str, version: int, evaluated_at: float, body: dict[str, Any]
+    ) -> None:
+        """Store a version's latest drift evaluation."""
+        ...
+
+    def drift(self, model: str) -> dict[int, dict[str, Any]]:
+        """The latest drift evaluation of each version of a model."""
+        ...
+
+    def add_retrain(self, model: str, job_id: str, alert_id: str, at: float) -> None:
+        """Record a retraining job started by an alert."""
+        ...
+
+    def retrains(self, model: str) -> list[tuple[str, str, float]]:
+        """(job id, alert id, submitted at) of a model's retraining jobs."""
         ...

@@ -76,6 +76,22 @@ class ServingRecorder(Protocol):
         ...
 
 
+class PredictionSink(Protocol):
+    """The prediction log: remembers (a sample of) what each version was asked and answered."""
+
+    def record(
+        self,
+        model: str,
+        version: int,
+        variant: str,
+        request_id: str,
+        block: RowBlock,
+        predictions: Sequence[Any],
+    ) -> None:
+        """Buffer one request's rows; never blocks, never raises."""
+        ...
+
+
 FeatureInputsFn = Callable[[str, int, Sequence[Mapping[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
@@ -90,6 +106,7 @@ class Predictor:
         draw: uniform random numbers in [0, 1) (injectable for tests).
         feature_inputs: model inputs from entity keys (the feature store), for versions
             trained on a feature service.
+        log: the prediction log (monitoring).
     """
 
     def __init__(
@@ -100,6 +117,7 @@ class Predictor:
         max_rows: int,
         draw: Callable[[], float] = random.random,
         feature_inputs: FeatureInputsFn | None = None,
+        log: PredictionSink | None = None,
     ) -> None:
         self._tables = tables
         self._invoker = invoker
@@ -107,6 +125,7 @@ class Predictor:
         self._max_rows = max_rows
         self._draw = draw
         self._feature_inputs = feature_inputs
+        self._log = log
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def predict(
@@ -136,6 +155,8 @@ class Predictor:
             inputs = await self._feature_inputs(model, variant.version, entities)
         block = check_block(inputs, self._max_rows)
         predictions = await self._call(model, variant, block)
+        if self._log is not None:
+            self._log.record(model, variant.version, variant.name, request_id, block, predictions)
         self._recorder.predicted(
             PredictionRef(
                 request_id, model, variant.name, variant.version, time.time(), tuple(predictions)
@@ -176,6 +197,10 @@ class Predictor:
             return
         agreed = sum(_same(a, b) for a, b in zip(primary, mirrored, strict=False))
         self._recorder.compared(model, shadow.name, len(primary), agreed)
+        if self._log is not None:
+            self._log.record(
+                model, shadow.version, shadow.name, f"{request_id}:shadow", block, mirrored
+            )
         self._recorder.predicted(
             PredictionRef(
                 f"{request_id}:shadow",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -284,6 +284,53 @@ class FeatureSettings(_Section):
     )
 
 
+class MonitoringSettings(_Section):
+    """Prediction logging, drift detection, alerts and retraining triggers."""
+
+    enabled: bool = Field(default=True, description="Log predictions and run the monitor.")
+    actor_name: str = Field(default="ml-service-monitor", description="Named Ray actor.")
+    log_dir: Path | None = Field(
+        default=None, description="The prediction log (parquet); default <data_dir>/predictions."
+    )
+    sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of requests logged (models without a policy)."
+    )
+    log_flush_s: float = Field(
+        default=2.0, gt=0, description="The longest a logged prediction waits in memory."
+    )
+    log_batch_rows: int = Field(default=5000, ge=1, description="Rows written at once.")
+    evaluate_every_s: float = Field(
+        default=60.0, gt=0, description="How often the monitor evaluates every logged model."
+    )
+    window_s: float = Field(
+        default=3600.0, gt=0, description="Traffic compared with the reference (default policy)."
+    )
+    cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A drift back within this after resolving reopens silently.",
+    )
+    psi: float = Field(default=0.2, gt=0, description="PSI at which a feature drifts.")
+    ks_statistic: float = Field(
+        default=0.1, gt=0, le=1, description="KS statistic at which a numeric feature drifts."
+    )
+    alpha: float = Field(default=0.01, gt=0, lt=1, description="Significance of the test.")
+    min_samples: int = Field(default=200, ge=1, description="Smaller windows never alert.")
+    webhook_url: str | None = Field(
+        default=None, description="Where alerts are sent (models without a policy of their own)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key of the X-MLService-Signature header (ML_MONITORING__"
+        "WEBHOOK_SECRET).",
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="One delivery attempt.")
+    webhook_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per delivery.")
+    policy_poll_s: float = Field(
+        default=5.0, gt=0, description="How often replicas refresh the models' sample rates."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service, in sections."""
 
@@ -318,6 +365,9 @@ class Settings(BaseSettings):
     )
     features: FeatureSettings = Field(
         default_factory=FeatureSettings, description="The Feast feature store."
+    )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Prediction log, drift and alerts."
     )
 
     @classmethod
@@ -357,9 +407,13 @@ class Settings(BaseSettings):
         features = self.features.model_copy(
             update={"repo_dir": self.features.repo_dir.expanduser().resolve()}
         )
+        monitoring = self.monitoring.model_copy(
+            update={"log_dir": (self.monitoring.log_dir or data_dir / "predictions").resolve()}
+        )
         return self.model_copy(
             update={
                 "data_dir": data_dir,
+                "monitoring": monitoring,
                 "mlflow": mlflow,
                 "state": state,
                 "auth": auth,

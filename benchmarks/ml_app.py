@@ -25,7 +25,7 @@ def start_ml_app(prefix: str) -> RunningApp:
 
     from deployments.builder import AppArgs, build_ml_app
     from tests.api_fixtures import CONFIGS, Tokens
-    from tests.service_process import free_port
+    from tests.service_process import free_port, haproxy_side_ports, wait_routed
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
     tokens = Tokens()
@@ -34,6 +34,9 @@ def start_ml_app(prefix: str) -> RunningApp:
             "ML_DATA_DIR": str(workdir / "data"),
             "ML_LOG_LEVEL": "WARNING",
             "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
+            # the ingress scripts/serve ships: Serve's HAProxy in front of the replicas
+            "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+            **haproxy_side_ports(),
         }
     )
     ray.init(
@@ -49,4 +52,5 @@ def start_ml_app(prefix: str) -> RunningApp:
         logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
     serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
+    wait_routed(f"http://127.0.0.1:{port}")
     return RunningApp(f"http://127.0.0.1:{port}", workdir, tokens)

@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+from actors.monitor import Monitor
 from actors.registry import Registry
 from actors.traffic import Traffic
 from app.bootstrap import prepare
@@ -55,8 +56,9 @@ def build_ml_app(args: AppArgs) -> Application:
     server = model_server(settings).bind(
         settings.mlflow.tracking_uri, settings.serving.model_load_timeout_s, settings.log_level
     )
+    monitor = monitor_actor(settings) if settings.monitoring.enabled else None
     ingress = serve.deployment(name="Ingress")(serve.ingress()(Ingress))
-    return ingress.bind(settings, registry, traffic, server)
+    return ingress.bind(settings, registry, traffic, server, monitor)
 
 
 def build_mlflow_app(args: AppArgs) -> Application:
@@ -96,6 +98,11 @@ def registry_actor(settings: Settings) -> Any:
 def traffic_actor(settings: Settings) -> Any:
     """The traffic actor (see `detached_actor`)."""
     return detached_actor(Traffic, settings.serving.traffic_actor_name, settings)
+
+
+def monitor_actor(settings: Settings) -> Any:
+    """The monitor actor (see `detached_actor`)."""
+    return detached_actor(Monitor, settings.monitoring.actor_name, settings)
 
 
 def detached_actor(cls: type, name: str, settings: Settings) -> Any:

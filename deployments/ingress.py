@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,13 +18,22 @@ class Ingress:
         registry: the registry actor's handle.
         traffic: the traffic actor's handle.
         model_server: the model server's deployment handle.
+        monitor: the monitor actor's handle (None: monitoring off).
     """
 
-    def __init__(self, settings: Settings, registry: Any, traffic: Any, model_server: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Any,
+        traffic: Any,
+        model_server: Any,
+        monitor: Any = None,
+    ) -> None:
         self._settings = settings
         self._registry_handle = registry
         self._traffic_handle = traffic
         self._model_server = model_server
+        self._monitor_handle = monitor
         configure_logging(settings.log_level)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -34,8 +42,10 @@ class Ingress:
         from app.adapters.mlflow_tracking import MlflowExperimentTracker
         from app.adapters.registry_actor_client import ActorModelRegistry
         from app.adapters.serve_invoker import ServeModelInvoker
+        from app.adapters.serve_metrics import ObservedRecorder
         from app.adapters.traffic_client import BufferedRecorder, RoutingCache, TrafficClient
         from app.api.factory import create_api
+        from app.bootstrap import training_jobs
         from app.feature_store import FeatureInputs
         from app.prediction import Predictor
 
@@ -48,19 +58,22 @@ class Ingress:
         recorder = BufferedRecorder(self._traffic_handle, serving.stats_flush_s)
         invoker = ServeModelInvoker(self._model_server, serving.retries)
         features = self._features()
+        monitoring, prediction_log, monitor_background = self._monitoring(traffic)
         predictor = Predictor(
             tables,
             invoker,
-            recorder,
+            ObservedRecorder(recorder),
             serving.max_rows_per_request,
             feature_inputs=FeatureInputs(features, registry) if features is not None else None,
+            log=prediction_log,
         )
-        probes = (
+        probes: tuple[Any, ...] = (
             RayClusterProbe(),
             PingProbe("mlflow_store", tracker.ping),
             ArtifactStoreProbe(mlflow.artifact_root),
             PingProbe("registry", registry.ping),
             PingProbe("traffic", traffic.ping),
+            *([PingProbe("monitor", monitoring.ping)] if monitoring is not None else []),
         )
         # Serve's proxy assigns and echoes x-request-id; the app reuses it.
         return create_api(
@@ -70,9 +83,10 @@ class Ingress:
             registry=registry,
             traffic=traffic,
             predictor=predictor,
-            jobs=self._jobs(registry, features),
+            jobs=training_jobs(self._settings, registry, features),
             features=features,
-            background=(tables, recorder),
+            monitoring=monitoring,
+            background=(tables, recorder, *monitor_background),
             echo_request_id=False,
         )
 
@@ -90,28 +104,20 @@ class Ingress:
         threading.Thread(target=store.catalog, name="feast-warmup", daemon=True).start()
         return Features(store, settings.catalog_ttl_s)
 
-    def _jobs(self, registry: Any, features: Any) -> Any:
-        import ray
+    def _monitoring(self, traffic: Any) -> tuple[Any, Any, tuple[Any, ...]]:
+        """The API's monitoring, the prediction log and what runs beside them (None, None,
+        () when monitoring is off)."""
+        if self._monitor_handle is None:
+            return None, None, ()
+        from app.adapters.monitor_client import MonitorClient, SampleRates
+        from app.adapters.prediction_log import PredictionLog
+        from app.monitoring import Monitoring
 
-        from app.adapters.mlflow_job_runs import MlflowJobRuns
-        from app.adapters.ray_jobs import RayJobsLauncher
-        from app.training import TrainingJobs, code_version
-
-        settings = self._settings
-        assert settings.mlflow.tracking_uri and settings.training.workdir  # resolved
-        env = {
-            "ML_REGISTRY__ACTOR_NAME": settings.registry.actor_name,
-            "ML_REGISTRY__NAMESPACE": settings.registry.namespace,
-            "ML_CODE_VERSION": code_version(settings.training.workdir),
-            "RAY_DATA_DISABLE_PROGRESS_BARS": "1",  # bars bury the log lines that matter
-        }
-        return TrainingJobs(
-            RayJobsLauncher(settings.training.dashboard_url),
-            MlflowJobRuns(settings.mlflow.tracking_uri),
-            registry,
-            ray.cluster_resources,
-            sys.executable,
-            {k: v for k, v in env.items() if v},
-            settings.training.workdir,
-            features,
+        config = self._settings.monitoring
+        assert config.log_dir is not None  # resolved
+        rates = SampleRates(self._monitor_handle, config.sample_rate, config.policy_poll_s)
+        log = PredictionLog(
+            config.log_dir, rates, flush_s=config.log_flush_s, batch_rows=config.log_batch_rows
         )
+        client = MonitorClient(self._monitor_handle)
+        return Monitoring(client, traffic, log), log, (rates, log)

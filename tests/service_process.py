@@ -21,6 +21,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def haproxy_side_ports() -> dict[str, str]:
+    """HAProxy's stats and metrics ports for one more cluster on this host: Ray's defaults
+    (8404, 9101) are fixed, and a developer's own running service may hold them."""
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+
+
+def wait_routed(
+    url: str, paths: tuple[str, ...] = ("/api/v1/ml/health/live",), timeout_s: float = 120
+) -> None:
+    """Wait until the HTTP ingress routes to the apps: `serve.run` returns when the replicas
+    are up, while HAProxy picks up a new port or route a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if all(httpx.get(url + path, timeout=5).status_code == 200 for path in paths):
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} does not route {paths} after {timeout_s}s")
+        time.sleep(0.5)
+
+
 class Service:
     """One `scripts/serve` process group, with its own port and data directory."""
 
@@ -44,7 +70,7 @@ class Service:
 
     def start(self, extra_env: dict[str, str] | None = None, timeout_s: float = 300) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "RAY_"))}
-        env.update({"ML_DATA_DIR": str(self.data_dir), **(extra_env or {})})
+        env.update({"ML_DATA_DIR": str(self.data_dir), **haproxy_side_ports(), **(extra_env or {})})
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             [str(ROOT / "scripts" / "serve"), str(self.config)],

@@ -12,11 +12,11 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from app.adapters.state_database import state_engine
 from app.core.audit import AuditEvent, EventType
 from app.core.gates import Approval
 from app.core.lifecycle import ModelStage
@@ -93,10 +93,7 @@ class SqlRegistryStore:
     """
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._engine = sa.create_engine(url, future=True)
-        _metadata.create_all(self._engine)
+        self._engine = state_engine(url, _metadata)
 
     def load(self) -> RegistryState:
         """Everything, as of now."""

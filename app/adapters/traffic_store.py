@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from app.adapters.state_database import state_engine
 from app.core.canary import Rollout
 from app.core.feedback import Feedback, PredictionRef
 from app.core.routing import RoutingTable
@@ -87,10 +87,7 @@ class SqlTrafficStore:
     """`TrafficStore` over SQLAlchemy (SQLite by default, PostgreSQL by URL)."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._engine = sa.create_engine(url, future=True)
-        _metadata.create_all(self._engine)
+        self._engine = state_engine(url, _metadata)
 
     def load(self) -> TrafficState:
         """Tables, rollouts, stats and running p-values."""

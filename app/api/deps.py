@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
 from app.feature_store import Features
+from app.monitoring import Monitoring
 from app.ports import ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
 from app.training import TrainingJobs
@@ -75,6 +76,13 @@ async def _features(request: Request) -> Features:
     return features
 
 
+async def _monitoring(request: Request) -> Monitoring:
+    monitoring: Monitoring | None = request.app.state.monitoring
+    if monitoring is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Monitoring is not running.")
+    return monitoring
+
+
 async def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
@@ -86,6 +94,7 @@ Traffic = Annotated[ServingControl, Depends(_traffic)]
 Predictions = Annotated[Predictor, Depends(_predictor)]
 Jobs = Annotated[TrainingJobs, Depends(_jobs)]
 FeatureStoreDep = Annotated[Features, Depends(_features)]
+MonitoringDep = Annotated[Monitoring, Depends(_monitoring)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]

@@ -14,9 +14,11 @@ from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
 from app.api.routers import experiments, health, models, runs, serving, training
 from app.api.routers import features as feature_routes
+from app.api.routers import monitoring as monitoring_routes
 from app.api.security import SECURITY_SCHEME
 from app.core.access import TokenBook
 from app.feature_store import Features
+from app.monitoring import Monitoring
 from app.ports import Background, ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
 from app.settings import Settings
@@ -53,6 +55,7 @@ def create_api(
     predictor: Predictor | None = None,
     jobs: TrainingJobs | None = None,
     features: Features | None = None,
+    monitoring: Monitoring | None = None,
     background: Sequence[Background] = (),
     echo_request_id: bool = True,
 ) -> FastAPI:
@@ -68,6 +71,7 @@ def create_api(
         predictor: the predict path.
         jobs: training, tuning and batch-prediction jobs.
         features: the feature store (Feast).
+        monitoring: drift, alerts and the per-model live view (the monitor actor).
         background: started and stopped with the app (routing table follower, stats
             flusher).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
@@ -111,6 +115,12 @@ def create_api(
                 "description": "The Feast feature store: catalog with freshness, online "
                 "features, materialization.",
             },
+            {
+                "name": "monitoring",
+                "description": "Prediction log, drift per feature and version against the "
+                "training reference, alerts (webhooks signed with HMAC-SHA256), retraining "
+                "triggers, the per-model live view and a drift report.",
+            },
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
@@ -120,6 +130,7 @@ def create_api(
     app.state.predictor = predictor
     app.state.jobs = jobs
     app.state.features = features
+    app.state.monitoring = monitoring
     app.state.probes = tuple(probes)
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
     app.state.context = ApiContext(
@@ -130,7 +141,8 @@ def create_api(
     )
     install_problem_handlers(app)
     # The predict route first: routes are matched in order, on every request.
-    for module in (serving, experiments, runs, models, training, feature_routes, health):
+    routers = (serving, experiments, runs, models, training, feature_routes, monitoring_routes)
+    for module in (*routers, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(
         RequestContextMiddleware,

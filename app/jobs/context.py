@@ -19,6 +19,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 
 from app.adapters.torch_mlp import Servable
 from app.api.schemas.training import TrainingSpec
+from app.core.drift import PREDICTION, REFERENCE_ARTIFACT, Reference, capture
 from app.core.registry import Registration
 from app.core.tracking import DATASET_CONTEXT_TAG
 from app.jobs.tabular import TabularData, schema_json
@@ -35,6 +36,7 @@ VERSION_TAG = "mlservice.registered_version"
 MODEL_TAG = "mlservice.registered_model"
 FEATURE_SERVICE_TAG = "mlservice.feature_service"
 CODE_TAG = "mlservice.code_version"
+REFERENCE_ROWS = 100_000  # at most this many training rows profiled
 PIP = [f"torch=={__import__('torch').__version__.split('+')[0]}"]
 
 
@@ -136,6 +138,7 @@ class JobContext:
                 pip_requirements=PIP,
                 serialization_format="pickle",
             )
+            mlflow.log_dict(reference_of(model, data).to_dict(), REFERENCE_ARTIFACT)
 
     def log_baseline(self, run_id: str, data: TabularData, *, classifier: bool) -> None:
         """The constant predictor's score on the validation set, to compare with."""
@@ -148,6 +151,10 @@ class JobContext:
 
     def finish(self, run_id: str, spec: TrainingSpec, provenance: dict[str, Any]) -> None:
         """Register the run's model (when asked) and end the run."""
+        if spec.trigger:  # e.g. the monitoring alert that asked for this model
+            provenance = {**provenance, "trigger": dict(spec.trigger)}
+            for key, value in spec.trigger.items():
+                self.client.set_tag(run_id, f"mlservice.trigger.{key}", value)
         if spec.registration is not None:
             request = Registration(
                 model=spec.registration.model,
@@ -165,6 +172,27 @@ class JobContext:
                 "registered %s version %s (%s)", version.model, version.version, version.semver
             )
         self.client.set_terminated(run_id, "FINISHED")
+
+
+def reference_of(model: Any, data: TabularData) -> Reference:
+    """What monitoring compares live traffic with: the training features' distributions
+    and the model's predictions on the validation set (the positive-class probability of a
+    classifier, the value of a regressor)."""
+    import torch
+
+    train = data.train.select_columns(data.features).limit(REFERENCE_ROWS).to_pandas()
+    columns: dict[str, Any] = {name: train[name].to_numpy() for name in data.features}
+    val = data.val.select_columns(data.features).limit(REFERENCE_ROWS).to_pandas()
+    with torch.no_grad():
+        out = model(torch.from_numpy(val.to_numpy(dtype="float32"))).numpy()
+    columns[PREDICTION] = out[:, -1] if out.ndim == 2 else out
+    reference = capture(columns)
+    log.info(
+        "captured the drift reference: %d training rows, %d features",
+        len(train),
+        len(data.features),
+    )
+    return reference
 
 
 def fail_run(context: JobContext, run_id: str, exc: BaseException) -> None:

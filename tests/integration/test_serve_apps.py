@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +13,8 @@ from mlflow.exceptions import MlflowException
 
 from app.core.access import Role
 from app.errors import Conflict, ErrorCode, NotFound
-from deployments.builder import AppArgs, build_ml_app, build_mlflow_app
-from tests.api_fixtures import CONFIGS, Tokens
-from tests.integration.conftest import free_port
+from tests.api_fixtures import Tokens
+from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,29 +48,9 @@ def test_domain_errors_keep_their_class_and_code_across_ray(ray_cluster: None) -
 def served(
     ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Tokens]]:
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    tokens = Tokens()
     data = tmp_path_factory.mktemp("served") / "data"
-    env = {"ML_DATA_DIR": str(data), "ML_AUTH__TOKENS": json.dumps(tokens.entries())}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        args = AppArgs(config_dir=str(CONFIGS))
-        serve.run(build_ml_app(args), name="ml", route_prefix="/")
-        serve.run(build_mlflow_app(args), name="mlflow", route_prefix="/mlflow")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    try:
-        yield f"http://127.0.0.1:{port}", tokens
-    finally:
-        serve.shutdown()
+    with running_ml_app(data, mlflow=True) as app:
+        yield app.url, app.tokens
 
 
 def test_errors_cross_a_serve_handle(served: tuple[str, Tokens]) -> None:
@@ -105,6 +82,7 @@ def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
             "artifact_store": "ok",
             "registry": "ok",
             "traffic": "ok",
+            "monitor": "ok",
         }
 
         created = http.post(

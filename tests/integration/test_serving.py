@@ -3,10 +3,7 @@ with real MLflow models, the real registry and traffic actors."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +17,9 @@ import pytest
 import ray
 
 from app.core.access import Role
-from app.settings import Settings, load_settings
-from deployments.builder import AppArgs, build_ml_app
-from tests.api_fixtures import CONFIGS, Tokens
-from tests.integration.conftest import free_port
+from app.settings import Settings
+from tests.api_fixtures import Tokens
+from tests.integration.ml_app import running_ml_app
 from tests.integration.model_factory import log_flaky_run, log_model_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -88,38 +84,15 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    tokens = Tokens()
-    suffix = uuid.uuid4().hex[:6]
     env = {
-        "ML_DATA_DIR": str(tmp_path_factory.mktemp("serving") / "data"),
-        "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
-        "ML_REGISTRY__ACTOR_NAME": f"registry-{suffix}",
-        "ML_SERVING__TRAFFIC_ACTOR_NAME": f"traffic-{suffix}",
         "ML_SERVING__CANARY_TICK_S": "0.2",
         "ML_SERVING__STATS_FLUSH_S": "0.2",
         "ML_SERVING__DRAIN_WINDOW_S": "1",
         "ML_SERVING__MAX_BATCH_SIZE": "8",  # the batched path (default off, see README)
     }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        settings = load_settings(CONFIGS, "dev")
-        serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-        yield Service(f"http://127.0.0.1:{port}", tokens, settings, http)
-    serve.shutdown()
-    for name in (f"registry-{suffix}", f"traffic-{suffix}"):
-        ray.kill(ray.get_actor(name, namespace="ml-service"), no_restart=True)
+    data = tmp_path_factory.mktemp("serving") / "data"
+    with running_ml_app(data, env) as app, httpx.Client(base_url=app.url, timeout=120) as http:
+        yield Service(app.url, app.tokens, app.settings, http)
 
 
 def keyed(service: Service, model: str, keys: list[str]) -> dict[str, str]:

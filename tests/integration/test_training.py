@@ -7,24 +7,23 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import mlflow.artifacts
 import pandas as pd
 import pytest
-import ray
 from mlflow import MlflowClient
 
 from app.core import churn_data
 from app.core.access import Role
-from app.settings import Settings, load_settings
-from deployments.builder import AppArgs, build_ml_app
+from app.core.drift import PREDICTION, REFERENCE_ARTIFACT, Reference
+from app.settings import Settings
 from tests.api_fixtures import CONFIGS, Tokens
-from tests.integration.conftest import free_port
+from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,36 +78,13 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    tokens = Tokens()
-    suffix = uuid.uuid4().hex[:6]
     workdir = tmp_path_factory.mktemp("training")
-    env = {
-        "ML_DATA_DIR": str(workdir / "data"),
-        "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
-        "ML_REGISTRY__ACTOR_NAME": f"registry-{suffix}",
-        "ML_SERVING__TRAFFIC_ACTOR_NAME": f"traffic-{suffix}",
-        "ML_TRAINING__WORKDIR": str(workdir),
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        settings = load_settings(CONFIGS, "dev")
-        serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-        yield Service(http, tokens, settings, workdir)
-    serve.shutdown()
-    for name in (f"registry-{suffix}", f"traffic-{suffix}"):
-        ray.kill(ray.get_actor(name, namespace="ml-service"), no_restart=True)
+    env = {"ML_TRAINING__WORKDIR": str(workdir)}
+    with (
+        running_ml_app(workdir / "data", env) as app,
+        httpx.Client(base_url=app.url, timeout=120) as http,
+    ):
+        yield Service(http, app.tokens, app.settings, workdir)
 
 
 def training_spec(**overrides: Any) -> dict[str, Any]:
@@ -141,6 +117,11 @@ def test_a_two_worker_training_job_trains_logs_and_registers(service: Service) -
     baseline = run.data.metrics["baseline_accuracy"]  # always predicting the majority class
     assert run.data.metrics["val_accuracy"] > baseline + 0.03, run.data.metrics
     assert run.outputs and run.outputs.model_outputs  # the logged model
+    reference = Reference.from_dict(
+        mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{REFERENCE_ARTIFACT}")
+    )  # what monitoring compares traffic with
+    assert set(reference.features) == {*churn_data.FEATURES, PREDICTION}
+    assert reference.rows > 1000
 
     version = service.http.get(
         f"{BASE}/models/churn/versions/{job['registered']['version']}",

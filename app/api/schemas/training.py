@@ -156,6 +156,11 @@ class TrainingSpec(_Spec):
         description="Register the model as a development version (the best trial's, for tuning).",
     )
     tune: TuneSpec | None = None
+    trigger: dict[str, str] | None = Field(
+        default=None,
+        description="What started the job when not a person (a monitoring alert: alert_id, "
+        "reason); recorded in the registered version's lineage.",
+    )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainingSpec:

@@ -1,0 +1,216 @@
+"""The prediction log: a sampled record of what each version was asked and answered,
+written off the hot path in batches as parquet under the data directory.
+
+`record` only appends to an in-memory buffer (sampling decided there); a background task
+writes the buffer every `flush_s` seconds, or sooner once it holds `batch_rows` rows, on a
+worker thread. When the disk cannot keep up the buffer is capped: rows beyond
+`max_buffered_rows` are dropped and counted, never waited for.
+
+Layout (hive-style, so pandas/pyarrow/DuckDB read it as one dataset):
+    <root>/model=<name>/version=<n>/<epoch ms>-<random>.parquet
+with columns `ts`, `request_id`, `variant`, one column per input feature (as sent),
+`__prediction__` (the row's score: a classifier's last-class probability or a value) and
+`prediction` (the raw output, as JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from app.core.drift import PREDICTION
+from app.core.files import write_parquet
+from app.core.model_io import RowBlock
+
+log = logging.getLogger(__name__)
+
+
+def prediction_score(value: Any) -> Any:
+    """One number (or label) per prediction: the last class's probability of a
+    probability vector (a list, or a mapping of class to probability), the value of a
+    scalar."""
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return value[-1] if value else None
+    return value
+
+
+def block_columns(block: RowBlock) -> dict[str, list[Any]]:
+    """A request's rows as columns (positional rows become x0, x1, ...)."""
+    if isinstance(block, dict):
+        return {str(name): list(values) for name, values in block.items()}
+    if block and isinstance(block[0], dict):
+        names = list(block[0])
+        return {name: [row.get(name) for row in block] for name in names}
+    width = len(block[0]) if block else 0
+    return {f"x{i}": [row[i] for row in block] for i in range(width)}  # type: ignore[index]
+
+
+class PredictionLog:
+    """Buffers sampled predictions and writes them in batches.
+
+    Args:
+        root: the log's directory.
+        sample_rate: the share of a model's requests recorded (0 records nothing).
+        flush_s: the longest a row waits in memory.
+        batch_rows: a buffer this big is written at once.
+        max_buffered_rows: beyond this, rows are dropped (and counted).
+        draw: uniform random numbers in [0, 1) (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        sample_rate: Callable[[str], float],
+        flush_s: float = 2.0,
+        batch_rows: int = 5000,
+        max_buffered_rows: int = 200_000,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.root = root
+        self.sample_rate = sample_rate
+        self._flush_s = flush_s
+        self._batch_rows = batch_rows
+        self._max_buffered_rows = max_buffered_rows
+        self._draw = draw
+        self._buffer: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        self._buffered = 0
+        self.dropped = 0
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._writing: asyncio.Lock | None = None
+
+    def record(
+        self,
+        model: str,
+        version: int,
+        variant: str,
+        request_id: str,
+        block: RowBlock,
+        predictions: Sequence[Any],
+    ) -> None:
+        """Remember one request's rows (if sampled). Never blocks, never raises."""
+        rate = self.sample_rate(model)
+        if rate <= 0 or (rate < 1 and self._draw() >= rate):
+            return
+        try:
+            rows = len(predictions)
+            if self._buffered + rows > self._max_buffered_rows:
+                self.dropped += rows
+                return
+            self._buffer[(model, version)].append(
+                {
+                    "ts": time.time(),
+                    "request_id": request_id,
+                    "variant": variant,
+                    "columns": block_columns(block),
+                    "predictions": list(predictions),
+                }
+            )
+            self._buffered += rows
+            if self._buffered >= self._batch_rows:
+                self._wake.set()
+        except Exception:  # a malformed block must never fail the prediction
+            log.warning("prediction not logged", exc_info=True)
+
+    async def start(self) -> None:
+        """Start the background writer."""
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Write what is buffered and stop."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the buffer now (on a worker thread); returns once everything recorded
+        before the call is on disk, also what a background write was still writing."""
+        if self._writing is None:
+            self._writing = asyncio.Lock()
+        async with self._writing:
+            buffer, self._buffer, self._buffered = self._buffer, defaultdict(list), 0
+            if buffer:
+                await asyncio.to_thread(self._write, buffer)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._flush_s)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("prediction log write failed; retrying at the next flush")
+
+    def _write(self, buffer: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+        for (model, version), requests in buffer.items():
+            frame = _frame(requests)
+            if frame.empty:
+                continue
+            directory = self.root / f"model={model}" / f"version={version}"
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
+            write_parquet(frame, directory / name)
+            self.written += len(frame)
+            log.debug("logged %d predictions of %s v%d", len(frame), model, version)
+
+
+def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
+    parts = []
+    for request in requests:
+        rows = len(request["predictions"])
+        try:
+            part = pd.DataFrame(request["columns"])
+            if len(part) != rows:
+                raise ValueError(f"{len(part)} input rows for {rows} predictions")
+        except ValueError as exc:  # one odd request must not cost the batch
+            log.warning("request %s not logged: %s", request["request_id"], exc)
+            continue
+        part.insert(0, "variant", [request["variant"]] * rows)
+        part.insert(0, "request_id", [request["request_id"]] * rows)
+        part.insert(0, "ts", [request["ts"]] * rows)
+        part[PREDICTION] = [prediction_score(p) for p in request["predictions"]]
+        part["prediction"] = [json.dumps(p) for p in request["predictions"]]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def read_window(
+    root: Path, model: str, version: int, since: float, until: float | None = None
+) -> pd.DataFrame:
+    """The logged rows of a version with `since <= ts < until` (files written before
+    `since` are skipped by name)."""
+    directory = root / f"model={model}" / f"version={version}"
+    if not directory.is_dir():
+        return pd.DataFrame()
+    frames = []
+    for path in sorted(directory.glob("*.parquet")):
+        written_ms = int(path.name.split("-", 1)[0])
+        if written_ms < since * 1000:
+            continue
+        frames.append(pd.read_parquet(path))
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    keep = frame["ts"] >= since
+    if until is not None:
+        keep &= frame["ts"] < until
+    return frame[keep].reset_index(drop=True)

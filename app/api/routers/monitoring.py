@@ -1,0 +1,135 @@
+"""Monitoring: alerts, a model's live view and policy, evaluation on demand, the report."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import HTMLResponse
+
+from app.adapters.drift_report import render_html, render_png
+from app.api.deps import MonitoringDep, PageParams
+from app.api.problems import problem_responses
+from app.api.routers.models import ModelId
+from app.api.schemas.common import Page
+from app.api.schemas.monitoring import (
+    AlertPublic,
+    DriftOut,
+    ModelMonitoring,
+    MonitoringPolicyBody,
+    MonitoringPolicyPublic,
+    ReportFormat,
+    VariantMonitoring,
+)
+from app.api.security import GuardedRoute
+from app.core.monitoring import AlertState
+from app.core.paging import query_fingerprint, seal, unseal
+
+router = APIRouter(tags=["monitoring"], route_class=GuardedRoute)
+
+
+@router.get(
+    "/monitoring/alerts", response_model=Page[AlertPublic], responses=problem_responses(422, 503)
+)
+async def list_alerts(
+    monitoring: MonitoringDep,
+    page: PageParams,
+    model: Annotated[str | None, Query(max_length=128, description="Only this model's.")] = None,
+    state: Annotated[AlertState | None, Query(description="open or resolved.")] = None,
+) -> Page[AlertPublic]:
+    """Drift alerts, newest first."""
+    fingerprint = query_fingerprint(["alerts", model or "", state or ""])
+    offset = int(unseal(page.token, fingerprint) or 0)
+    found = await monitoring.alerts(model, state, offset, page.size + 1)
+    chunk = found[: page.size]
+    more = len(found) > page.size
+    return Page[AlertPublic](
+        items=[AlertPublic.of(a) for a in chunk],
+        next_page_token=seal(str(offset + page.size), fingerprint) if more else None,
+    )
+
+
+@router.get(
+    "/models/{model_id}/monitoring",
+    response_model=ModelMonitoring,
+    responses=problem_responses(404, 422, 503),
+)
+async def model_monitoring(model_id: ModelId, monitoring: MonitoringDep) -> ModelMonitoring:
+    """Per variant: requests, errors, rate, latency percentiles, quality from feedback; per
+    version: drift per feature (and of the predictions) with the window it covers."""
+    policy, own = await monitoring.policy(model_id)
+    variants = await monitoring.variants(model_id, policy)
+    drift = await monitoring.drift(model_id)
+    alerts = await monitoring.alerts(model_id, AlertState.OPEN, 0, 100)
+    return ModelMonitoring(
+        model=model_id,
+        policy=MonitoringPolicyPublic.of(model_id, policy, own),
+        variants=[VariantMonitoring(**v) for v in variants],
+        drift=[DriftOut.of(version, body) for version, body in sorted(drift.items())],
+        open_alerts=[AlertPublic.of(a) for a in alerts],
+    )
+
+
+@router.get(
+    "/models/{model_id}/monitoring/policy",
+    response_model=MonitoringPolicyPublic,
+    responses=problem_responses(422, 503),
+)
+async def get_policy(model_id: ModelId, monitoring: MonitoringDep) -> MonitoringPolicyPublic:
+    """The model's monitoring policy (the service's defaults until one is set)."""
+    policy, own = await monitoring.policy(model_id)
+    return MonitoringPolicyPublic.of(model_id, policy, own)
+
+
+@router.put(
+    "/models/{model_id}/monitoring/policy",
+    response_model=MonitoringPolicyPublic,
+    responses=problem_responses(422, 503),
+)
+async def set_policy(
+    model_id: ModelId,
+    body: Annotated[MonitoringPolicyBody, Body()],
+    monitoring: MonitoringDep,
+) -> MonitoringPolicyPublic:
+    """Set the model's window, thresholds, cooldown, sample rate, webhook and retraining."""
+    policy = await monitoring.set_policy(model_id, body.to_domain())
+    return MonitoringPolicyPublic.of(model_id, policy, True)
+
+
+@router.post(
+    "/models/{model_id}/monitoring/evaluate",
+    response_model=list[DriftOut],
+    responses=problem_responses(422, 503),
+)
+async def evaluate(model_id: ModelId, monitoring: MonitoringDep) -> list[DriftOut]:
+    """Evaluate drift now (the monitor also does every `evaluate_every_s`); alerts,
+    webhooks and retraining follow as they would."""
+    found = await monitoring.evaluate(model_id)
+    return [DriftOut.of(version, body) for version, body in sorted(found.items())]
+
+
+@router.get(
+    "/models/{model_id}/monitoring/report",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/png": {}, "text/html": {}},
+            "description": "Reference vs current histograms per feature.",
+        },
+        **problem_responses(404, 422, 503),
+    },
+)
+async def report(
+    model_id: ModelId,
+    monitoring: MonitoringDep,
+    version: Annotated[int, Query(ge=1, description="The version evaluated.")],
+    format: Annotated[ReportFormat, Query(description="png or html.")] = "html",
+) -> Response:
+    """The latest drift evaluation of a version as a picture (PNG) or a page (HTML)."""
+    evaluation = await monitoring.drift_of(model_id, version)
+    if format == "png":
+        png = await asyncio.to_thread(render_png, model_id, version, evaluation)
+        return Response(png, media_type="image/png")
+    page = await asyncio.to_thread(render_html, model_id, version, evaluation)
+    return HTMLResponse(page)

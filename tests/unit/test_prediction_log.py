@@ -1,0 +1,83 @@
+"""The prediction log: sampling, batched parquet writes, the cap, reading a window back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+from app.adapters.prediction_log import PredictionLog, block_columns, prediction_score, read_window
+from app.core.drift import PREDICTION
+
+
+def test_rows_of_every_shape_become_columns() -> None:
+    assert block_columns({"a": [1, 2], "b": [3, 4]}) == {"a": [1, 2], "b": [3, 4]}
+    assert block_columns([{"a": 1, "b": 2}, {"a": 3, "b": 4}]) == {"a": [1, 3], "b": [2, 4]}
+    assert block_columns([[1, 2], [3, 4]]) == {"x0": [1, 3], "x1": [2, 4]}
+    assert prediction_score([0.2, 0.8]) == 0.8 and prediction_score(3.5) == 3.5
+    assert prediction_score({"0": 0.3, "1": 0.7}) == 0.7
+
+
+def test_sampled_rows_are_written_in_batches_and_read_back(tmp_path: Path) -> None:
+    draws = itertools.cycle([0.1, 0.9])  # every other request sampled at rate 0.5
+
+    async def scenario() -> PredictionLog:
+        log = PredictionLog(
+            tmp_path, sample_rate=lambda _: 0.5, flush_s=60, draw=lambda: next(draws)
+        )
+        await log.start()
+        for i in range(10):
+            log.record("churn", 3, "primary", f"r{i}", {"x": [i, i]}, [[0.3, 0.7], [0.6, 0.4]])
+        await log.stop()
+        return log
+
+    log = asyncio.run(scenario())
+    assert log.written == 10 and log.dropped == 0  # 5 requests x 2 rows
+    files = list((tmp_path / "model=churn" / "version=3").glob("*.parquet"))
+    assert len(files) == 1  # one batch
+    frame = read_window(tmp_path, "churn", 3, since=0)
+    assert sorted(frame["request_id"].unique()) == ["r0", "r2", "r4", "r6", "r8"]
+    assert list(frame[PREDICTION][:2]) == [0.7, 0.4]
+    assert set(frame.columns) >= {"ts", "variant", "x", "prediction"}
+    assert read_window(tmp_path, "churn", 4, since=0).empty
+
+
+def test_a_full_buffer_drops_rows_instead_of_waiting(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, sample_rate=lambda _: 1.0, max_buffered_rows=5)
+    for i in range(4):
+        log.record("m", 1, "primary", f"r{i}", [[1.0], [2.0]], [1, 2])
+    assert log.dropped == 4  # two requests buffered (4 rows), the next two dropped
+
+
+def test_an_odd_request_is_skipped_not_the_batch(tmp_path: Path) -> None:
+    async def scenario() -> PredictionLog:
+        log = PredictionLog(tmp_path, sample_rate=lambda _: 1.0)
+        log.record("m", 1, "primary", "ragged", {"a": [1, 2], "b": [1]}, [1, 2])
+        log.record("m", 1, "primary", "fine", {"a": [1, 2], "b": [1, 2]}, [1, 2])
+        await log.flush()
+        return log
+
+    log = asyncio.run(scenario())
+    assert log.written == 2
+    assert list(read_window(tmp_path, "m", 1, since=0)["request_id"]) == ["fine", "fine"]
+
+
+def test_a_flush_waits_for_a_background_write_in_progress(tmp_path: Path) -> None:
+    class SlowLog(PredictionLog):
+        def _write(self, buffer: Any) -> None:
+            time.sleep(0.3)
+            super()._write(buffer)
+
+    async def scenario() -> int:
+        log = SlowLog(tmp_path, sample_rate=lambda _: 1.0, flush_s=0.01)
+        await log.start()
+        log.record("m", 1, "primary", "r", {"x": [1, 2]}, [0, 1])
+        await asyncio.sleep(0.1)  # the background flush has taken the buffer, still writing
+        await log.flush()  # what an evaluation on demand does first
+        written = len(read_window(tmp_path, "m", 1, since=0))
+        await log.stop()
+        return written
+
+    assert asyncio.run(scenario()) == 2
