@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from app.adapters.prediction_log import prune_log, read_window
 from app.core.drift import FeatureDrift, Reference, Thresholds, compare
 from app.core.monitoring import (
     SIGNATURE_HEADER,
@@ -103,7 +104,9 @@ class Monitor:
         return policy
 
     def sample_rates(self) -> tuple[float, dict[str, float]]:
-        """The default sample rate and each model's own, for the ingress replicas."""
+        """The default sample rate and each model's own, for the ingress replicas (their
+        polls also restart the background work after this actor restarted)."""
+        self._start()
         return self._config.sample_rate, {m: p.sample_rate for m, p in self._policies.items()}
 
     # -- evaluation -------------------------------------------------------------------
@@ -127,7 +130,6 @@ class Monitor:
     async def _evaluate_version(
         self, model: str, version: int, policy: MonitoringPolicy, since: float, now: float
     ) -> dict[str, Any] | None:
-        from app.adapters.prediction_log import read_window
 
         assert self._config.log_dir is not None  # resolved
         frame = await asyncio.to_thread(
@@ -283,6 +285,11 @@ class Monitor:
                 models = await asyncio.to_thread(_logged_models, self._config)
                 for model in models:
                     await self.evaluate(model)
+                assert self._config.log_dir is not None  # resolved
+                cutoff = self._clock() - self._config.log_retention_s
+                removed = await asyncio.to_thread(prune_log, self._config.log_dir, cutoff)
+                if removed:
+                    log.info("prediction log: removed %d file(s) past retention", removed)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -299,6 +299,9 @@ class MonitoringSettings(_Section):
         default=2.0, gt=0, description="The longest a logged prediction waits in memory."
     )
     log_batch_rows: int = Field(default=5000, ge=1, description="Rows written at once.")
+    log_retention_s: float = Field(
+        default=30 * 86_400, gt=0, description="Logged predictions older than this are deleted."
+    )
     evaluate_every_s: float = Field(
         default=60.0, gt=0, description="How often the monitor evaluates every logged model."
     )

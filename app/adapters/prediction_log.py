@@ -214,3 +214,17 @@ def read_window(
     if until is not None:
         keep &= frame["ts"] < until
     return frame[keep].reset_index(drop=True)
+
+
+def prune_log(root: Path, before: float) -> int:
+    """Delete the log's files written before `before` (epoch seconds); how many."""
+    removed = 0
+    for path in root.glob("model=*/version=*/*.parquet"):
+        try:
+            written_ms = int(path.name.split("-", 1)[0])
+        except ValueError:
+            continue
+        if written_ms < before * 1000:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -16,9 +16,11 @@ window of 1,000,000 rows costs a few milliseconds per feature. From the two hist
   standard deviation (both numeric only); chi-square for categoricals.
 
 A feature drifts only when the window is large enough (`min_samples`: a handful of
-requests says nothing), the difference is significant (p < alpha) and the effect is large
-(PSI or KS statistic past its threshold): with millions of rows every difference is
-significant, and only the effect size tells a real shift from a trivial one.
+requests says nothing), the difference is significant (p < alpha / the number of features
+compared, Bonferroni: at most `alpha` of windows drawn from the reference itself flag any
+feature) and the effect is large (PSI or KS statistic past its threshold): with millions
+of rows every difference is significant, and only the effect size tells a real shift
+from a trivial one.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Thresholds:
 
     psi: float = 0.2  # the usual "significant shift" line
     ks_statistic: float = 0.1  # largest CDF gap
-    alpha: float = 0.01  # significance of the KS / chi-square test
+    alpha: float = 0.01  # family-wise significance over a window's features
     min_samples: int = 200  # below this a window says nothing
 
 
@@ -234,8 +236,8 @@ def compare(
                     None,
                     reason="values are not numbers (the reference's are)",
                 )
-            return compare_numeric(name, profile, values, thresholds)
-        return compare_categorical(name, profile, values, thresholds)
+            return compare_numeric(name, profile, values, thresholds, len(names))
+        return compare_categorical(name, profile, values, thresholds, len(names))
 
     if threads <= 1 or len(names) <= 1:
         return [one(name) for name in names]
@@ -244,7 +246,7 @@ def compare(
 
 
 def compare_numeric(
-    name: str, ref: NumericProfile, values: np.ndarray, thresholds: Thresholds
+    name: str, ref: NumericProfile, values: np.ndarray, thresholds: Thresholds, tests: int = 1
 ) -> FeatureDrift:
     values = values.astype(np.float64, copy=False)
     nan = np.isnan(values)
@@ -289,11 +291,12 @@ def compare_numeric(
             bin_labels=labels,
         ),
         thresholds,
+        tests,
     )
 
 
 def compare_categorical(
-    name: str, ref: CategoricalProfile, values: np.ndarray, thresholds: Thresholds
+    name: str, ref: CategoricalProfile, values: np.ndarray, thresholds: Thresholds, tests: int = 1
 ) -> FeatureDrift:
     keys = values.astype(str)
     present_mask = (keys != "None") & (keys != "nan")
@@ -338,6 +341,7 @@ def compare_categorical(
             bin_labels=[*ref.categories, OTHER],
         ),
         thresholds,
+        tests,
     )
 
 
@@ -346,11 +350,13 @@ def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def _decide(result: FeatureDrift, thresholds: Thresholds) -> FeatureDrift:
+def _decide(result: FeatureDrift, thresholds: Thresholds, tests: int) -> FeatureDrift:
     if result.samples < thresholds.min_samples:
         reason = f"{result.samples} samples, below the minimum of {thresholds.min_samples}"
         return replace(result, reason=reason)
-    significant = result.p_value is not None and result.p_value < thresholds.alpha
+    # Bonferroni over the features of the window: at most `alpha` of windows from the
+    # reference distribution show any significant feature.
+    significant = result.p_value is not None and result.p_value < thresholds.alpha / tests
     effects = []
     if result.psi is not None and result.psi >= thresholds.psi:
         effects.append(f"PSI {result.psi:.3f} >= {thresholds.psi}")

@@ -270,3 +270,31 @@ def test_prometheus_has_the_predictions_and_the_drift(service: Service) -> None:
     drift = [line for line in text.splitlines() if line.startswith("ray_mlservice_drift_psi{")]
     names = sorted({line.split("{")[0] for line in text.splitlines() if "mlservice" in line})
     assert any('feature="age"' in line and f'model="{MODEL}"' in line for line in drift), names
+
+
+def test_bad_policies_and_unknown_reports_are_clear_errors(service: Service) -> None:
+    url = f"{BASE}/models/{MODEL}/monitoring/policy"
+    engineer = service.tokens.header(Role.ENGINEER)
+    cases = [
+        ({"sample_rate": 2}, "sample_rate"),
+        ({"window_s": 0}, "window_s"),
+        ({"webhook_url": "not a url"}, "webhook_url"),
+        ({"thresholds": {"ks_statistic": 3}}, "thresholds.ks_statistic"),
+        ({"retrain": {"spec": {"trainer": "mlp_classifier"}}}, "retrain.spec"),
+        ({"window": 60}, "window"),
+    ]
+    for body, field_name in cases:
+        response = service.http.put(url, json=body, headers=engineer)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        fields = [e["field"] for e in response.json()["errors"]]
+        assert any(f.startswith(field_name) for f in fields), (field_name, fields)
+    assert service.http.put(url, json={}).status_code == 401
+    viewer = service.tokens.header(Role.VIEWER)
+    assert service.http.put(url, json={}, headers=viewer).status_code == 403
+    missing = service.http.get(
+        f"{BASE}/models/{MODEL}/monitoring/report", params={"version": 99}, headers=viewer
+    )
+    assert missing.status_code == 404 and missing.json()["code"] == "drift_not_evaluated"
+    bad_state = service.http.get(f"{BASE}/monitoring/alerts", params={"state": "x"}, headers=viewer)
+    assert bad_state.status_code == 422

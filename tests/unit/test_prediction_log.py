@@ -81,3 +81,15 @@ def test_a_flush_waits_for_a_background_write_in_progress(tmp_path: Path) -> Non
         return written
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_files_past_retention_are_pruned(tmp_path: Path) -> None:
+    from app.adapters.prediction_log import prune_log
+
+    directory = tmp_path / "model=m" / "version=1"
+    directory.mkdir(parents=True)
+    for written_ms in (1_000, 2_000, 9_000):
+        (directory / f"{written_ms}-abc.parquet").write_bytes(b"")
+    (directory / "notes.parquet").write_bytes(b"")  # not ours: left alone
+    assert prune_log(tmp_path, before=5.0) == 2
+    assert sorted(p.name for p in directory.iterdir()) == ["9000-abc.parquet", "notes.parquet"]
