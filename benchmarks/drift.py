@@ -53,18 +53,13 @@ def best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 
 def evidently_drifted(report: Any) -> list[str]:
-    """Column names Evidently flagged, from its metric results."""
+    """Column names Evidently flagged (its ValueDrift metrics past their thresholds)."""
     found = []
     for metric in report.dict()["metrics"]:
-        name = metric.get("metric_id", "")
-        value = metric.get("value")
-        if name.startswith("ValueDrift(") and isinstance(value, int | float):
-            column = name.split("column=")[1].split(",")[0].rstrip(")")
-            threshold = (
-                float(name.split("threshold=")[1].rstrip(")")) if "threshold=" in name else 0.1
-            )
-            if value >= threshold:
-                found.append(column)
+        config = metric.get("config") or {}
+        if str(config.get("type", "")).endswith("ValueDrift"):
+            if float(metric["value"]) >= float(config.get("threshold", 0.1)):
+                found.append(str(config["column"]))
     return sorted(found)
 
 

@@ -174,23 +174,35 @@ class PredictionLog:
 
 
 def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
-    parts = []
+    """One frame of every buffered request (plain lists joined, one DataFrame built: the
+    writer holds the GIL as briefly as it can, beside the requests being served)."""
+    meta: dict[str, list[Any]] = {"ts": [], "request_id": [], "variant": []}
+    features: dict[str, list[Any]] = {}
+    scores: list[Any] = []
+    raw: list[str] = []
+    total = 0
     for request in requests:
         rows = len(request["predictions"])
-        try:
-            part = pd.DataFrame(request["columns"])
-            if len(part) != rows:
-                raise ValueError(f"{len(part)} input rows for {rows} predictions")
-        except ValueError as exc:  # one odd request must not cost the batch
-            log.warning("request %s not logged: %s", request["request_id"], exc)
+        columns = request["columns"]
+        odd = [name for name, values in columns.items() if len(values) != rows]
+        if odd:  # one odd request must not cost the batch
+            log.warning(
+                "request %s not logged: columns %s do not match", request["request_id"], odd
+            )
             continue
-        part.insert(0, "variant", [request["variant"]] * rows)
-        part.insert(0, "request_id", [request["request_id"]] * rows)
-        part.insert(0, "ts", [request["ts"]] * rows)
-        part[PREDICTION] = [prediction_score(p) for p in request["predictions"]]
-        part["prediction"] = [json.dumps(p) for p in request["predictions"]]
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        for name in columns:
+            features.setdefault(name, [None] * total)
+        for name, values in features.items():
+            values.extend(columns.get(name, [None] * rows))
+        meta["ts"].extend([request["ts"]] * rows)
+        meta["request_id"].extend([request["request_id"]] * rows)
+        meta["variant"].extend([request["variant"]] * rows)
+        scores.extend(prediction_score(p) for p in request["predictions"])
+        raw.extend(json.dumps(p) for p in request["predictions"])
+        total += rows
+    if not total:
+        return pd.DataFrame()
+    return pd.DataFrame({**meta, **features, PREDICTION: scores, "prediction": raw})
 
 
 def read_window(

@@ -93,3 +93,15 @@ def test_files_past_retention_are_pruned(tmp_path: Path) -> None:
     (directory / "notes.parquet").write_bytes(b"")  # not ours: left alone
     assert prune_log(tmp_path, before=5.0) == 2
     assert sorted(p.name for p in directory.iterdir()) == ["9000-abc.parquet", "notes.parquet"]
+
+
+def test_requests_with_other_columns_share_a_batch(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = PredictionLog(tmp_path, sample_rate=lambda _: 1.0)
+        log.record("m", 1, "primary", "r1", {"a": [1.0]}, [0.5])
+        log.record("m", 1, "primary", "r2", {"a": [2.0], "b": ["x"]}, [0.7])
+        await log.flush()
+
+    asyncio.run(scenario())
+    frame = read_window(tmp_path, "m", 1, since=0)
+    assert frame["a"].tolist() == [1.0, 2.0] and frame["b"].tolist() == [None, "x"]
