@@ -1,12 +1,13 @@
 """POST /api/v1/ml/features/serve against Feast's own feature server on the same repository.
 
-One local Ray cluster runs the `ml` application as `serve_config.yaml` builds it (auth,
-validation, the catalog check, Serve's proxy hop); beside it `feast serve` (Feast's HTTP
-feature server, one worker) reads the same registry and SQLite online store. Rounds
+One local Ray cluster runs the `ml` application as `serve_config.yaml` builds it, behind
+the HTTP ingress `scripts/serve` uses (Serve's HAProxy): auth, validation, the catalog
+check. Beside it `feast serve` (Feast's HTTP feature server, one worker) reads the same
+registry and SQLite online store. Rounds
 alternate between them; each sends the same lookups (the `churn_v1` feature service, 1 or
 100 customers) from one client, one request at a time. Prints p50/p99 per server and the
 ratio ours/Feast's (target: p50 at most 0.8x), and the floor: a trivial GET through the
-same Serve proxy and ingress, which no feature path can go below.
+same ingress and replica, which no feature path can go below.
 
     .venv/bin/python benchmarks/features.py [--requests 300] [--rounds 3]
 """
@@ -115,7 +116,7 @@ def compare(
             http.get(f"{base}/api/v1/ml/health/live").raise_for_status()
             floor.append((time.perf_counter() - started) * 1000)
         print(
-            f"floor: GET /health/live through Serve's proxy p50 {statistics.median(floor):.2f} ms",
+            f"floor: GET /health/live, same ingress, p50 {statistics.median(floor):.2f} ms",
             flush=True,
         )
         for entities in (1, 100):
