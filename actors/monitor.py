@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.adapters.prediction_log import prune_log, read_window
-from app.core.drift import FeatureDrift, Reference, Thresholds, compare
+from app.core.drift import PREDICTION, FeatureDrift, Reference, Thresholds, compare
 from app.core.monitoring import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -76,6 +76,7 @@ class Monitor:
         self._gauge_task: asyncio.Task[None] | None = None
         self._gauges: Any = None
         self._latest: dict[tuple[str, str, str], tuple[float | None, float | None, bool]] = {}
+        self._shares: dict[tuple[str, str], dict[str, float]] = {}
         log.info("monitor loaded: %d policy(ies)", len(self._policies))
 
     def settings_fingerprint(self) -> str:
@@ -298,8 +299,11 @@ class Monitor:
     async def _refresh_gauges(self) -> None:
         while True:
             await asyncio.sleep(_GAUGE_REFRESH_S)
-            if self._latest:
-                self._publish()
+            if self._latest or self._shares:
+                try:
+                    self._publish()
+                except Exception:
+                    log.warning("drift gauges not published", exc_info=True)
 
     def _training_jobs(self) -> Any:
         if self._jobs is None:
@@ -318,7 +322,13 @@ class Monitor:
         for result in results:
             key = (model, str(version), result.feature)
             self._latest[key] = (result.psi, result.ks_statistic, result.drifted)
-        self._publish()
+            if result.feature == PREDICTION:  # the prediction distribution, per bin
+                shares = dict(zip(result.bin_labels, result.current_hist, strict=False))
+                self._shares[(model, str(version))] = shares
+        try:
+            self._publish()
+        except Exception:  # metrics must never fail an evaluation
+            log.warning("drift gauges not published", exc_info=True)
 
     def _publish(self) -> None:
         """Set the drift gauges (Ray's metrics endpoint) to the latest scores. Ray drops a
@@ -336,6 +346,11 @@ class Monitor:
                 "drifted": Gauge(
                     "mlservice_drift_detected", "1 if the feature drifted in the last window", keys
                 ),
+                "share": Gauge(
+                    "mlservice_prediction_share",
+                    "Share of the last window's predictions per bin (the reference's deciles)",
+                    ("model", "version", "bin"),
+                ),
             }
         for (model, version, feature), (psi, ks, drifted) in self._latest.items():
             tags = {"model": model, "version": version, "feature": feature}
@@ -344,6 +359,11 @@ class Monitor:
             if ks is not None:
                 self._gauges["ks"].set(ks, tags)
             self._gauges["drifted"].set(1.0 if drifted else 0.0, tags)
+        for (model, version), shares in self._shares.items():
+            for label, share in shares.items():
+                ascii_label = label.encode("ascii", "replace").decode()  # Ray's tags: ASCII
+                tags = {"model": model, "version": version, "bin": ascii_label}
+                self._gauges["share"].set(share, tags)
 
 
 def default_policy(config: MonitoringSettings) -> MonitoringPolicy:

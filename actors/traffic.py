@@ -80,6 +80,7 @@ class Traffic:
         self._lock = asyncio.Lock()
         self._changed: asyncio.Event | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._gauges: Any = None
         log.info(
             "traffic loaded: %d routing table(s), %d rollout(s)",
             len(self._tables),
@@ -366,6 +367,17 @@ class Traffic:
                 await asyncio.to_thread(self._store.save_stats, dict(self._stats))
             except Exception:
                 log.exception("could not store serving stats")
+            try:
+                self._quality_gauges().publish(self._stats)
+            except Exception:
+                log.warning("quality gauges not published", exc_info=True)
+
+    def _quality_gauges(self) -> Any:
+        if self._gauges is None:
+            from app.adapters.serve_metrics import QualityGauges
+
+            self._gauges = QualityGauges()
+        return self._gauges
 
     async def _join(self, ref: PredictionRef, item: Feedback, *, pending: bool) -> None:
         try:

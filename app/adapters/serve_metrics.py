@@ -3,9 +3,11 @@ deployment, replica and application tags)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from app.core.feedback import PredictionRef
+from app.core.serving_stats import VariantStats
 
 # Upper bounds in milliseconds.
 LATENCY_BOUNDARIES_MS = [1.0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
@@ -51,3 +53,31 @@ class ObservedRecorder:
 
     def compared(self, model: str, variant: str, rows: int, agreed: int) -> None:
         self._recorder.compared(model, variant, rows, agreed)
+
+
+class QualityGauges:
+    """Quality from feedback per variant as Prometheus gauges, from the traffic actor:
+    `mlservice_feedback_outcomes{model, variant}` (joined outcomes) and
+    `mlservice_feedback_quality{model, variant}` (their mean: accuracy for labels)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as ray_metrics
+
+        metrics: Any = ray_metrics  # its tag_keys annotations say one key (tuple[str])
+        keys = ("model", "variant")
+        self._count = metrics.Gauge(
+            "mlservice_feedback_outcomes", "Joined feedback outcomes per variant", keys
+        )
+        self._mean = metrics.Gauge(
+            "mlservice_feedback_quality", "Mean feedback outcome per variant", keys
+        )
+
+    def publish(self, stats: Mapping[str, Mapping[str, VariantStats]]) -> None:
+        """Set every variant's gauges (call it every few seconds: Ray drops gauge values
+        that are not set again)."""
+        for model, variants in stats.items():
+            for variant, value in variants.items():
+                tags = {"model": model, "variant": variant}
+                self._count.set(float(value.outcomes.n), tags)
+                if value.outcomes.mean is not None:
+                    self._mean.set(value.outcomes.mean, tags)

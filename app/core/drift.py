@@ -375,6 +375,6 @@ def _interval_labels(edges: np.ndarray) -> list[str]:
         return ["all"]
     return [
         f"< {points[0]}",
-        *(f"{a} – {b}" for a, b in itertools.pairwise(points)),
+        *(f"[{a}, {b})" for a, b in itertools.pairwise(points)),
         f">= {points[-1]}",
     ]

@@ -250,12 +250,16 @@ def test_a_retraining_policy_starts_one_job_whose_version_names_the_alert(
     assert version["lineage"]["training"]["trigger"]["alert_id"] == alert["id"]
 
 
-def test_prometheus_has_the_predictions_and_the_drift(service: Service) -> None:
+def test_prometheus_has_the_predictions_the_drift_and_the_quality(service: Service) -> None:
     import ray
 
+    row = churn_data.generate(1, 51)[list(churn_data.FEATURES)].to_dict(orient="list")
+    answer = service.call("POST", "/predict", Role.VIEWER, json={"model": MODEL, "inputs": row})
+    service.sent_requests += 1
+    service.call("POST", "/feedback", json={"request_id": answer["request_id"], "outcome": 1.0})
     ports = [n["MetricsExportPort"] for n in ray.nodes() if n["Alive"]]
     deadline = time.monotonic() + 90
-    counted, text = 0.0, ""
+    counted, text, quality = 0.0, "", []
     while time.monotonic() < deadline:  # Ray exports metrics every few seconds
         text = "".join(httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=10).text for p in ports)
         counted = sum(
@@ -263,13 +267,26 @@ def test_prometheus_has_the_predictions_and_the_drift(service: Service) -> None:
             for line in text.splitlines()
             if line.startswith("ray_mlservice_predictions_total{") and f'model="{MODEL}"' in line
         )
-        if counted == service.sent_requests and "ray_mlservice_drift_psi{" in text:
+        wanted = ("ray_mlservice_drift_psi{", "ray_mlservice_prediction_share{")
+        quality = [
+            line
+            for line in text.splitlines()
+            if line.startswith("ray_mlservice_feedback_outcomes{") and f'model="{MODEL}"' in line
+        ]
+        if counted == service.sent_requests and all(w in text for w in wanted) and quality:
             break
         time.sleep(2)
     assert counted == service.sent_requests
     drift = [line for line in text.splitlines() if line.startswith("ray_mlservice_drift_psi{")]
     names = sorted({line.split("{")[0] for line in text.splitlines() if "mlservice" in line})
     assert any('feature="age"' in line and f'model="{MODEL}"' in line for line in drift), names
+    shares = [
+        line for line in text.splitlines() if line.startswith("ray_mlservice_prediction_share{")
+    ]
+    assert any(f'model="{MODEL}"' in line for line in shares), names
+    assert quality and float(quality[0].rsplit(" ", 1)[1]) >= 1, names
+    view = service.call("GET", f"/models/{MODEL}/monitoring", Role.VIEWER)
+    assert sum(v["quality"]["outcomes"] for v in view["variants"]) >= 1
 
 
 def test_bad_policies_and_unknown_reports_are_clear_errors(service: Service) -> None:
