@@ -176,12 +176,12 @@ class Monitor:
         alert = decision.alert
         if alert is None:
             return
-        self._store.save_alert(alert)  # first, so a slow webhook loses nothing
-        if decision.retrain:
-            alert = await self._retrain(alert, policy)
-            self._store.save_alert(alert)
+        self._store.save_alert(alert)  # first: a pending delivery is retried (`_redeliver`)
         if decision.deliver:
             alert = await self._deliver(alert, policy)
+            self._store.save_alert(alert)
+        if decision.retrain:
+            alert = await self._retrain(alert, policy)
             self._store.save_alert(alert)
         if alert.state is AlertState.RESOLVED:
             log.info("alert %s of %s v%d resolved", alert.id, model, version)
@@ -194,23 +194,18 @@ class Monitor:
         from app.api.schemas.training import TrainingSpec
 
         assert policy.retrain is not None
-        spec = TrainingSpec.model_validate(
-            {
-                **policy.retrain.spec,
-                "trigger": {
-                    "alert_id": alert.id,
-                    "reason": f"drift in {', '.join(alert.features)} of "
-                    f"{alert.model} v{alert.version}",
-                },
-            }
-        )
+        trigger = {
+            "alert_id": alert.id,
+            "reason": f"drift in {', '.join(alert.features)} of {alert.model} v{alert.version}",
+        }
         try:
+            spec = TrainingSpec.model_validate({**policy.retrain.spec, "trigger": trigger})
             job = await self._training_jobs().submit(spec, MONITOR_ACTOR)
+            job_id = job.record.job_id
+            self._store.add_retrain(alert.model, job_id, alert.id, self._clock())
         except Exception as exc:
             log.exception("retraining for alert %s not submitted", alert.id)
             return replace(alert, retraining_job=f"failed: {type(exc).__name__}: {exc}"[:500])
-        job_id = job.record.job_id
-        self._store.add_retrain(alert.model, job_id, alert.id, self._clock())
         log.warning("alert %s started retraining job %s", alert.id, job_id)
         return replace(alert, retraining_job=job_id)
 
@@ -236,12 +231,13 @@ class Monitor:
                             delivery_detail=f"HTTP {response.status_code}",
                         )
                     detail = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, httpx.InvalidURL) as exc:
                     detail = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "webhook for alert %s: attempt %d failed (%s)", alert.id, attempt, detail
                 )
-                await asyncio.sleep(min(2.0**attempt * 0.25, 5.0))
+                if attempt < self._config.webhook_attempts:
+                    await asyncio.sleep(min(2.0**attempt * 0.25, 5.0))
         return replace(alert, delivery=Delivery.FAILED, delivery_detail=detail[:500])
 
     # -- reads ------------------------------------------------------------------------
@@ -282,10 +278,20 @@ class Monitor:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._config.evaluate_every_s)
+            models: list[str] = []
             try:
                 models = await asyncio.to_thread(_logged_models, self._config)
-                for model in models:
+            except Exception:
+                log.exception("prediction log not listed; retrying next period")
+            for model in models:
+                try:  # one model's trouble never stops the others
                     await self.evaluate(model)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("evaluation of %s failed; retrying next period", model)
+            try:
+                await self._redeliver()
                 assert self._config.log_dir is not None  # resolved
                 cutoff = self._clock() - self._config.log_retention_s
                 removed = await asyncio.to_thread(prune_log, self._config.log_dir, cutoff)
@@ -294,7 +300,15 @@ class Monitor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("monitoring evaluation failed; retrying next period")
+                log.exception("monitoring upkeep failed; retrying next period")
+
+    async def _redeliver(self) -> None:
+        """Send the open alerts whose delivery is still pending (the actor stopped, or
+        the store failed, between saving and sending)."""
+        for alert in self._store.alerts(None, AlertState.OPEN, 0, 1000):
+            policy = self.policy(alert.model)
+            if alert.delivery is Delivery.PENDING and policy.webhook_url:
+                self._store.save_alert(await self._deliver(alert, policy))
 
     async def _refresh_gauges(self) -> None:
         while True:
@@ -378,7 +392,7 @@ def default_policy(config: MonitoringSettings) -> MonitoringPolicy:
         ),
         cooldown_s=config.cooldown_s,
         sample_rate=config.sample_rate,
-        webhook_url=config.webhook_url,
+        webhook_url=str(config.webhook_url) if config.webhook_url else None,
     )
 
 
@@ -410,7 +424,8 @@ def _logged_versions(config: MonitoringSettings, model: str) -> list[int]:
     directory = config.log_dir / f"model={model}"
     if not directory.is_dir():
         return []
-    return sorted(int(p.name.removeprefix("version=")) for p in directory.glob("version=*"))
+    names = (p.name.removeprefix("version=") for p in directory.glob("version=*"))
+    return sorted(int(name) for name in names if name.isdigit())
 
 
 def _default_store(settings: Settings) -> MonitorStore:

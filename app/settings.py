@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -319,7 +327,7 @@ class MonitoringSettings(_Section):
     )
     alpha: float = Field(default=0.01, gt=0, lt=1, description="Significance of the test.")
     min_samples: int = Field(default=200, ge=1, description="Smaller windows never alert.")
-    webhook_url: str | None = Field(
+    webhook_url: AnyHttpUrl | None = Field(
         default=None, description="Where alerts are sent (models without a policy of their own)."
     )
     webhook_secret: SecretStr | None = Field(

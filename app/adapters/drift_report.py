@@ -15,15 +15,13 @@ from app.core.drift import PREDICTION
 
 def render_png(model: str, version: int, evaluation: dict[str, Any]) -> bytes:
     """One panel per feature: reference vs current share per bin, drifted panels in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads
 
     features = evaluation.get("features", [])
     columns = 3
     rows = max(1, math.ceil(len(features) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
+    figure = Figure(figsize=(5 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[len(features) :]:
         ax.axis("off")
     for ax, feature in zip(axes.flat, features, strict=False):
@@ -37,7 +35,6 @@ def render_png(model: str, version: int, evaluation: dict[str, Any]) -> bytes:
     figure.tight_layout(rect=(0, 0, 1, 0.96))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     return buffer.getvalue()
 
 

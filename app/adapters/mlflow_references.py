@@ -36,22 +36,24 @@ class MlflowReferences:
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        reference = self._read(model, version)
-        with self._lock:
-            self._cache[key] = reference
+        reference, final = self._read(model, version)
+        if final:  # a passing outage is read again next time
+            with self._lock:
+                self._cache[key] = reference
         return reference
 
-    def _read(self, model: str, version: int) -> Reference | None:
+    def _read(self, model: str, version: int) -> tuple[Reference | None, bool]:
+        """The reference, and whether the answer holds for good."""
         try:
             run_id = self._client.get_model_version(model, str(version)).run_id
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            return None, exc.error_code == "RESOURCE_DOES_NOT_EXIST"
         if not run_id:
-            return None
+            return None, True
         with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
             try:
                 path = self._client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)
             except (MlflowException, OSError):
                 log.info("%s v%d has no drift reference (%s)", model, version, REFERENCE_ARTIFACT)
-                return None
-            return Reference.from_dict(json.loads(Path(path).read_text()))
+                return None, True
+            return Reference.from_dict(json.loads(Path(path).read_text())), True

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from app.core.monitoring import Alert, AlertState, MonitoringPolicy
+from app.errors import DomainError, ErrorCode, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -20,32 +21,44 @@ class MonitorClient:
 
     async def policy(self, model: str) -> tuple[MonitoringPolicy, bool]:
         """A model's policy, and whether it is its own (else the defaults)."""
-        policy, own = await asyncio.gather(
-            self._handle.policy.remote(model), self._handle.has_policy.remote(model)
-        )
+        policy = await self._call("policy", model)
+        own = await self._call("has_policy", model)
         return policy, own
 
     async def set_policy(self, model: str, policy: MonitoringPolicy) -> MonitoringPolicy:
-        result: MonitoringPolicy = await self._handle.set_policy.remote(model, policy)
+        result: MonitoringPolicy = await self._call("set_policy", model, policy)
         return result
 
     async def evaluate(self, model: str) -> dict[int, dict[str, Any]]:
-        result: dict[int, dict[str, Any]] = await self._handle.evaluate.remote(model)
+        result: dict[int, dict[str, Any]] = await self._call("evaluate", model)
         return result
 
     async def alerts(
         self, model: str | None, state: AlertState | None, offset: int, limit: int
     ) -> list[Alert]:
-        result: list[Alert] = await self._handle.alerts.remote(model, state, offset, limit)
+        result: list[Alert] = await self._call("alerts", model, state, offset, limit)
         return result
 
     async def drift(self, model: str) -> dict[int, dict[str, Any]]:
-        result: dict[int, dict[str, Any]] = await self._handle.drift.remote(model)
+        result: dict[int, dict[str, Any]] = await self._call("drift", model)
         return result
 
     async def drift_of(self, model: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._handle.drift_of.remote(model, version)
+        result: dict[str, Any] = await self._call("drift_of", model, version)
         return result
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        import ray
+
+        try:
+            return await getattr(self._handle, method).remote(*args)
+        except DomainError:
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            log.warning("monitor actor unavailable during %s: %s", method, type(exc).__name__)
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE, "The monitor is restarting; retry shortly."
+            ) from None
 
     def ping(self, timeout_s: float = 5.0) -> None:
         """Block until the actor answers (for the health probe)."""

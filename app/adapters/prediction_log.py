@@ -158,17 +158,22 @@ class PredictionLog:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("prediction log write failed; retrying at the next flush")
+                log.exception("prediction log write failed")
 
     def _write(self, buffer: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
         for (model, version), requests in buffer.items():
-            frame = _frame(requests)
-            if frame.empty:
+            try:  # one version's odd batch never costs the others theirs
+                frame = _frame(requests)
+                if frame.empty:
+                    continue
+                directory = self.root / f"model={model}" / f"version={version}"
+                directory.mkdir(parents=True, exist_ok=True)
+                name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
+                write_parquet(frame, directory / name)
+            except Exception:
+                self.dropped += sum(len(r["predictions"]) for r in requests)
+                log.exception("predictions of %s v%d not logged (dropped)", model, version)
                 continue
-            directory = self.root / f"model={model}" / f"version={version}"
-            directory.mkdir(parents=True, exist_ok=True)
-            name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
-            write_parquet(frame, directory / name)
             self.written += len(frame)
             log.debug("logged %d predictions of %s v%d", len(frame), model, version)
 
@@ -215,9 +220,9 @@ def read_window(
         return pd.DataFrame()
     frames = []
     for path in sorted(directory.glob("*.parquet")):
-        written_ms = int(path.name.split("-", 1)[0])
-        if written_ms < since * 1000:
-            continue
+        stamp = path.name.split("-", 1)[0]
+        if not stamp.isdigit() or int(stamp) < since * 1000:
+            continue  # not ours, or written before the window
         frames.append(pd.read_parquet(path))
     if not frames:
         return pd.DataFrame()

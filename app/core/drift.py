@@ -264,7 +264,7 @@ def compare_numeric(
     starts = ref.coarse_starts
     ref_coarse, cur_coarse = np.add.reduceat(ref_p, starts), np.add.reduceat(cur_p, starts)
     psi = _psi(ref_coarse, cur_coarse)
-    js = float(jensenshannon(ref_coarse, cur_coarse, base=2))
+    js = _js(ref_coarse, cur_coarse)
     gaps = np.abs(np.cumsum(ref_p) - np.cumsum(cur_p))
     ks = float(gaps.max())
     effective = n * ref.count / (n + ref.count)
@@ -321,7 +321,7 @@ def compare_categorical(
     ref_counts = np.append(np.asarray(ref.counts, dtype=np.float64), 0.0)
     ref_p, cur_p = ref_counts / ref_counts.sum(), cur / cur.sum()
     psi = _psi(ref_p, cur_p)
-    js = float(jensenshannon(ref_p, cur_p, base=2))
+    js = _js(ref_p, cur_p)
     expected = np.maximum(ref_p, _EPS)
     expected = expected / expected.sum() * n
     p_value = float(stats.chisquare(cur, expected).pvalue)
@@ -343,6 +343,13 @@ def compare_categorical(
         thresholds,
         tests,
     )
+
+
+def _js(ref: np.ndarray, cur: np.ndarray) -> float:
+    """Jensen-Shannon distance, base 2 (scipy returns NaN for nearly equal histograms:
+    a rounding below zero under its square root; that distance is 0)."""
+    value = float(jensenshannon(ref, cur, base=2))
+    return 0.0 if math.isnan(value) else value
 
 
 def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -370,7 +377,7 @@ def _decide(result: FeatureDrift, thresholds: Thresholds, tests: int) -> Feature
 
 
 def _interval_labels(edges: np.ndarray) -> list[str]:
-    points = [f"{edge:.4g}" for edge in edges]
+    points = [f"{edge:.6g}" for edge in edges]
     if not points:
         return ["all"]
     return [

@@ -220,9 +220,23 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest.hexdigest()}"
 
 
-def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    """Whether `signature` is this body's (constant-time); what a receiver does."""
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    now: float | None = None,
+    tolerance_s: float = 300.0,
+) -> bool:
+    """Whether `signature` is this body's (constant-time) and the timestamp is within
+    `tolerance_s` of `now` (a replayed old delivery fails); what a receiver does."""
+    import time
+
+    try:
+        age = abs((time.time() if now is None else now) - float(timestamp))
+    except ValueError:
+        return False
+    return age <= tolerance_s and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 # -- stored form ---------------------------------------------------------------------------

@@ -89,9 +89,13 @@ def test_retraining_is_debounced() -> None:
 def test_signatures() -> None:
     body = b'{"alert": 1}'
     signature = sign("s3cret", "1700000000", body)
-    assert signature.startswith("sha256=") and verify("s3cret", "1700000000", body, signature)
-    assert not verify("s3cret", "1700000001", body, signature)
-    assert not verify("other", "1700000000", body, signature)
+    now = 1_700_000_100.0
+    assert signature.startswith("sha256=")
+    assert verify("s3cret", "1700000000", body, signature, now=now)
+    assert not verify("s3cret", "1700000001", body, signature, now=now)
+    assert not verify("other", "1700000000", body, signature, now=now)
+    assert not verify("s3cret", "1700000000", body, signature, now=now + 3600)  # replayed
+    assert not verify("s3cret", "yesterday", body, signature, now=now)
 
 
 def test_stored_forms_round_trip() -> None:
