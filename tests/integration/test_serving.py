@@ -19,6 +19,7 @@ import ray
 from app.core.access import Role
 from app.settings import Settings
 from tests.api_fixtures import Tokens
+from tests.integration.actor_restarts import kill_and_wait_restarted
 from tests.integration.ml_app import running_ml_app
 from tests.integration.model_factory import log_flaky_run, log_model_run
 
@@ -128,7 +129,7 @@ def test_replace_then_ab_with_sticky_keys(service: Service) -> None:
     assert all(again[k] == first[k] for k in again)
 
     traffic = ray.get_actor(service.settings.serving.traffic_actor_name, namespace="ml-service")
-    ray.kill(traffic, no_restart=False)  # it restarts from the database
+    kill_and_wait_restarted(traffic)  # it restarts from the database
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if service.get("/models/churn/deployment").status_code == 200:
