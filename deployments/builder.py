@@ -26,6 +26,7 @@ from app.settings import Settings, load_settings, settings_fingerprint
 from deployments.ingress import Ingress
 from deployments.mlflow_server import MlflowServer
 from deployments.model_server import ModelServer
+from deployments.triton_server import TritonServer
 
 _ACTOR_START_S = 120
 
@@ -57,8 +58,9 @@ def build_ml_app(args: AppArgs) -> Application:
         settings.mlflow.tracking_uri, settings.serving.model_load_timeout_s, settings.log_level
     )
     monitor = monitor_actor(settings) if settings.monitoring.enabled else None
+    triton = triton_server(settings).bind(settings)
     ingress = serve.deployment(name="Ingress")(serve.ingress()(Ingress))
-    return ingress.bind(settings, registry, traffic, server, monitor)
+    return ingress.bind(settings, registry, traffic, server, monitor, triton)
 
 
 def build_mlflow_app(args: AppArgs) -> Application:
@@ -87,6 +89,21 @@ def model_server(settings: Settings) -> Deployment:
         MultiplexedModelServer.batched = True
 
     deployment: Deployment = serve.deployment(name="ModelServer")(MultiplexedModelServer)
+    return deployment
+
+
+def triton_server(settings: Settings) -> Deployment:
+    """The `triton` backend's deployment, with Serve's multiplexing on `load` (a version is
+    exported and loaded into a replica's Triton once, and its requests go there)."""
+
+    class MultiplexedTritonServer(TritonServer):
+        load = serve.multiplexed(
+            max_num_models_per_replica=settings.serving.max_models_per_replica
+        )(TritonServer.load)
+
+    deployment: Deployment = serve.deployment(
+        name="TritonServer", health_check_period_s=2, health_check_timeout_s=10
+    )(MultiplexedTritonServer)
     return deployment
 
 

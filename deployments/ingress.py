@@ -19,6 +19,7 @@ class Ingress:
         traffic: the traffic actor's handle.
         model_server: the model server's deployment handle.
         monitor: the monitor actor's handle (None: monitoring off).
+        triton: the Triton server deployment's handle (None: no `triton` backend).
     """
 
     def __init__(
@@ -28,12 +29,14 @@ class Ingress:
         traffic: Any,
         model_server: Any,
         monitor: Any = None,
+        triton: Any = None,
     ) -> None:
         self._settings = settings
         self._registry_handle = registry
         self._traffic_handle = traffic
         self._model_server = model_server
         self._monitor_handle = monitor
+        self._triton = triton
         configure_logging(settings.log_level)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -41,12 +44,20 @@ class Ingress:
         from app.adapters.health_probes import ArtifactStoreProbe, PingProbe, RayClusterProbe
         from app.adapters.mlflow_tracking import MlflowExperimentTracker
         from app.adapters.registry_actor_client import ActorModelRegistry
-        from app.adapters.serve_invoker import ServeModelInvoker
+        from app.adapters.serve_invoker import (
+            BackendInvoker,
+            ServeModelInvoker,
+            ServeTritonBackend,
+        )
         from app.adapters.serve_metrics import ObservedRecorder
         from app.adapters.traffic_client import BufferedRecorder, RoutingCache, TrafficClient
+        from app.adapters.vllm_backend import VllmBackend
         from app.api.factory import create_api
+        from app.backends import Backends
         from app.bootstrap import training_jobs
+        from app.core.routing import Backend
         from app.feature_store import FeatureInputs
+        from app.llm.gateway import LlmGateway
         from app.prediction import Predictor
 
         mlflow, serving = self._settings.mlflow, self._settings.serving
@@ -56,13 +67,21 @@ class Ingress:
         traffic = TrafficClient(self._traffic_handle)
         tables = RoutingCache(self._traffic_handle)
         recorder = BufferedRecorder(self._traffic_handle, serving.stats_flush_s)
-        invoker = ServeModelInvoker(self._model_server, serving.retries)
+        invokers = {Backend.RAY: ServeModelInvoker(self._model_server, serving.retries)}
+        if self._triton is not None:
+            invokers[Backend.TRITON] = ServeModelInvoker(self._triton, serving.retries)
+        invoker = BackendInvoker(invokers)
+        llm = VllmBackend(self._settings)
+        backends = Backends(
+            ServeTritonBackend(self._triton) if self._triton is not None else None, llm
+        )
+        observed = ObservedRecorder(recorder)
         features = self._features()
         monitoring, prediction_log, monitor_background = self._monitoring(traffic)
         predictor = Predictor(
             tables,
             invoker,
-            ObservedRecorder(recorder),
+            observed,
             serving.max_rows_per_request,
             feature_inputs=FeatureInputs(features, registry) if features is not None else None,
             log=prediction_log,
@@ -86,6 +105,8 @@ class Ingress:
             jobs=training_jobs(self._settings, registry, features),
             features=features,
             monitoring=monitoring,
+            backends=backends,
+            llm=LlmGateway(tables, llm, observed),
             background=(tables, recorder, *monitor_background),
             echo_request_id=False,
         )

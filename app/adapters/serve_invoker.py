@@ -9,8 +9,8 @@ import ray
 import ray.serve.exceptions as serve_errors
 
 from app.core.model_io import RowBlock
-from app.core.routing import Variant
-from app.errors import DomainError, ErrorCode, Unavailable
+from app.core.routing import Backend, Variant
+from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,11 @@ _REPLICA_GONE: tuple[type[BaseException], ...] = (
     ray.exceptions.RayActorError,
     ray.exceptions.ActorUnavailableError,
     serve_errors.ReplicaUnavailableError,
+)
+
+_NO_REPLICA: tuple[type[BaseException], ...] = (
+    *_REPLICA_GONE,
+    serve_errors.DeploymentUnavailableError,
 )
 
 
@@ -66,3 +71,58 @@ class ServeModelInvoker:
             "The model server replica failed; retry shortly.",
             model=model_id,
         )
+
+
+class BackendInvoker:
+    """`ModelInvoker` that calls the deployment of each variant's backend (`ray`: the
+    model server; `triton`: the Triton server deployment). LLM variants answer on the
+    OpenAI routes, not on `/predict`.
+
+    Args:
+        invokers: an invoker per backend that `/predict` serves.
+    """
+
+    def __init__(self, invokers: dict[Backend, ServeModelInvoker]) -> None:
+        self._invokers = invokers
+
+    async def predict(self, model: str, variant: Variant, block: RowBlock) -> list[Any]:
+        """See `ModelInvoker.predict`.
+
+        Raises:
+            InvalidInput: the variant is an LLM (use `/llm/v1/...`).
+            Unavailable: its backend is not part of this service.
+        """
+        invoker = self._invokers.get(variant.backend)
+        if invoker is None:
+            if variant.backend is Backend.VLLM:
+                raise InvalidInput.for_field(
+                    "model",
+                    f"{model} {variant.name} is an LLM: call /llm/v1/chat/completions or "
+                    "/llm/v1/completions",
+                )
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE, f"The {variant.backend} backend is not running."
+            )
+        return await invoker.predict(model, variant, block)
+
+
+class ServeTritonBackend:
+    """`TritonBackend` over the Triton server deployment's handle: `prepare` runs on the
+    replica that multiplexing sends the version's requests to."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def prepare(self, model: str, version: int) -> None:
+        """See `TritonBackend.prepare`."""
+        model_id = f"{model}/{version}"
+        handle = self._handle.options(multiplexed_model_id=model_id)
+        try:
+            await handle.prepare.remote(model_id)
+        except DomainError:
+            raise
+        except _NO_REPLICA as exc:
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"The Triton server replica is not available ({type(exc).__name__}); retry.",
+            ) from None

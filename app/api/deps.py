@@ -7,9 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from app.backends import Backends
 from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
 from app.feature_store import Features
+from app.llm.gateway import LlmGateway
 from app.monitoring import Monitoring
 from app.ports import ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
@@ -83,6 +85,18 @@ async def _monitoring(request: Request) -> Monitoring:
     return monitoring
 
 
+async def _backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+async def _llm(request: Request) -> LlmGateway:
+    llm: LlmGateway | None = request.app.state.llm
+    if llm is None:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The LLM backend is not running.")
+    return llm
+
+
 async def _probes(request: Request) -> tuple[HealthProbe, ...]:
     probes: tuple[HealthProbe, ...] = request.app.state.probes
     return probes
@@ -97,6 +111,8 @@ FeatureStoreDep = Annotated[Features, Depends(_features)]
 MonitoringDep = Annotated[Monitoring, Depends(_monitoring)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
+BackendsDep = Annotated[Backends, Depends(_backends)]
+LlmDep = Annotated[LlmGateway, Depends(_llm)]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]
 
 

@@ -14,10 +14,13 @@ from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
 from app.api.routers import experiments, health, models, runs, serving, training
 from app.api.routers import features as feature_routes
+from app.api.routers import llm as llm_routes
 from app.api.routers import monitoring as monitoring_routes
 from app.api.security import SECURITY_SCHEME
+from app.backends import Backends
 from app.core.access import TokenBook
 from app.feature_store import Features
+from app.llm.gateway import LlmGateway
 from app.monitoring import Monitoring
 from app.ports import Background, ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
 from app.prediction import Predictor
@@ -56,6 +59,8 @@ def create_api(
     jobs: TrainingJobs | None = None,
     features: Features | None = None,
     monitoring: Monitoring | None = None,
+    backends: Backends | None = None,
+    llm: LlmGateway | None = None,
     background: Sequence[Background] = (),
     echo_request_id: bool = True,
 ) -> FastAPI:
@@ -72,6 +77,8 @@ def create_api(
         jobs: training, tuning and batch-prediction jobs.
         features: the feature store (Feast).
         monitoring: drift, alerts and the per-model live view (the monitor actor).
+        backends: readies Triton and vLLM for deployments (None: only the model server).
+        llm: the OpenAI-compatible LLM routes (the vLLM backend).
         background: started and stopped with the app (routing table follower, stats
             flusher).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
@@ -131,6 +138,8 @@ def create_api(
     app.state.jobs = jobs
     app.state.features = features
     app.state.monitoring = monitoring
+    app.state.backends = backends or Backends(None, None)
+    app.state.llm = llm
     app.state.probes = tuple(probes)
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
     app.state.context = ApiContext(
@@ -141,7 +150,16 @@ def create_api(
     )
     install_problem_handlers(app)
     # The predict route first: routes are matched in order, on every request.
-    routers = (serving, experiments, runs, models, training, feature_routes, monitoring_routes)
+    routers = (
+        serving,
+        llm_routes,
+        experiments,
+        runs,
+        models,
+        training,
+        feature_routes,
+        monitoring_routes,
+    )
     for module in (*routers, health):
         app.include_router(module.router, prefix=settings.api.base_path)
     app.add_middleware(

@@ -282,3 +282,10 @@ class DeploymentView:
     inflight: dict[str, int]
     shadow: dict[str, tuple[int, int]]
     verdicts: tuple[Verdict, ...]
+
+
+def placements(spec: DeploySpec) -> tuple[tuple[int, Backend], ...]:
+    """Every (version, backend) pair the deployment would serve."""
+    if spec.strategy is Strategy.AB:
+        return tuple((a.version, a.backend) for a in spec.arms)
+    return () if spec.version is None else ((spec.version, spec.backend),)

@@ -59,7 +59,7 @@ def as_model_input(
     """The rows of `blocks` as one model input: an array for a tensor signature, else a
     DataFrame (named by the signature's columns when rows come without names)."""
     if tensor:
-        rows = [row for block in blocks for row in _plain_rows(block, columns)]
+        rows = [row for block in blocks for row in plain_rows(block, columns)]
         return np.asarray(rows, dtype=dtype)
     frames = [_frame(block, columns) for block in blocks]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
@@ -104,7 +104,8 @@ def to_jsonable(output: Any) -> list[Any]:
     return [output.tolist() if isinstance(output, np.generic) else output]
 
 
-def _plain_rows(block: RowBlock, columns: Sequence[str] | None) -> list[list[Any]]:
+def plain_rows(block: RowBlock, columns: Sequence[str] | None) -> list[list[Any]]:
+    """A block as plain rows, its columns in the order of `columns` when given."""
     if isinstance(block, dict):
         names = list(columns) if columns else list(block)
         return [list(row) for row in zip(*(block[n] for n in names), strict=True)]

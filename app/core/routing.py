@@ -40,7 +40,9 @@ class Role(StrEnum):
 class Backend(StrEnum):
     """Where a variant's model runs."""
 
-    RAY = "ray"
+    RAY = "ray"  # the service's model server (MLflow pyfunc on Ray Serve)
+    TRITON = "triton"  # NVIDIA Triton Inference Server (exported TorchScript)
+    VLLM = "vllm"  # an LLM on vLLM (Ray Serve LLM); answers the OpenAI routes
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,12 @@ def test_reads_need_viewer_and_writes_more(client: TestClient) -> None:
     routes = guarded_routes(client)
     assert any(method == "POST" for method, _, _ in routes)
     # inference and online feature reads change nothing: viewers may call them
-    reads_by_post = {f"{BASE}/predict", f"{BASE}/features/serve"}
+    reads_by_post = {
+        f"{BASE}/predict",
+        f"{BASE}/features/serve",
+        f"{BASE}/llm/v1/chat/completions",
+        f"{BASE}/llm/v1/completions",
+    }
     for method, path, role in routes:
         if method == "GET" or path in reads_by_post:
             assert role is Role.VIEWER, path

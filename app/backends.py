@@ -1,0 +1,102 @@
+"""Model backends beyond the default model server: Triton and vLLM.
+
+A deployment that puts a version on `triton` or `vllm` is prepared before its routing
+table changes: the Triton server exports and loads the version, the vLLM backend starts
+the version's engine. A version that cannot run there fails the deploy request (4xx, or
+503 when the backend is not set up) and the routing stays as it was. LLM engines that no
+variant uses any more are stopped after a deploy or undeploy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from app.core.deployment import DeploySpec, placements
+from app.core.routing import Backend, RoutingTable
+from app.errors import ErrorCode, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class TritonBackend(Protocol):
+    """The Triton server deployment, seen from the ingress."""
+
+    async def prepare(self, model: str, version: int) -> None:
+        """Export the version into the model repository and load it into Triton.
+
+        Raises:
+            InvalidInput: it cannot run on Triton (not a PyTorch model on feature rows).
+            Unavailable: Triton is not set up or not answering.
+        """
+        ...
+
+
+class LlmBackend(Protocol):
+    """The vLLM engines of LLM versions."""
+
+    async def ensure(self, model: str, version: int) -> None:
+        """Start the version's engine (if it is not running) and wait until it serves.
+
+        Raises:
+            InvalidInput: the version holds no LLM model directory.
+            Unavailable: the LLM environment is not set up, or the engine did not start.
+        """
+        ...
+
+    def stream(
+        self, model: str, version: int, kind: str, body: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        """Send an OpenAI request (`kind`: chat or completions) to the version's engine:
+        server-sent-event strings when streaming, else one JSON object."""
+        ...
+
+    async def retire(self, model: str, keep: set[int]) -> None:
+        """Stop the model's engines except those of the versions in `keep`."""
+        ...
+
+
+class Backends:
+    """Prepares backends for deployments (the deploy and undeploy routes call this).
+
+    Args:
+        triton: the Triton backend (None: not part of this service).
+        llm: the vLLM backend (None: not part of this service).
+    """
+
+    def __init__(self, triton: TritonBackend | None, llm: LlmBackend | None) -> None:
+        self.triton = triton
+        self.llm = llm
+
+    async def prepare(self, model: str, spec: DeploySpec) -> None:
+        """Get every version of `spec` ready on its backend before traffic moves."""
+        for version, backend in placements(spec):
+            if backend is Backend.TRITON:
+                if self.triton is None:
+                    raise _absent(backend)
+                await self.triton.prepare(model, version)
+            elif backend is Backend.VLLM:
+                if self.llm is None:
+                    raise _absent(backend)
+                await self.llm.ensure(model, version)
+
+    async def settle(self, model: str, table: RoutingTable | None) -> None:
+        """After a deploy or an undeploy: stop LLM engines the routing no longer uses."""
+        if self.llm is None:
+            return
+        keep = (
+            set()
+            if table is None
+            else {v.version for v in table.variants if v.backend is Backend.VLLM}
+        )
+        try:
+            await self.llm.retire(model, keep)
+        except Exception:  # the deploy itself succeeded; an idle engine is not an error
+            log.exception("could not stop unused LLM engines of %s", model)
+
+
+def _absent(backend: Backend) -> Unavailable:
+    return Unavailable(
+        ErrorCode.BACKEND_UNAVAILABLE, f"The {backend.value} backend is not part of this service."
+    )

@@ -1,0 +1,1 @@
+"""Large language models: local model directories, the registry flavor, the vLLM backend."""

@@ -1,0 +1,57 @@
+"""The vLLM backend's replica and its launcher. Runs in the LLM environment only.
+
+This module imports `ray.serve.llm`, which imports vLLM: it is loaded by the LLM
+environment's interpreter (`.venv-llm`, made by `scripts/setup-llm`), never by the
+service's own. The ingress talks to `ServiceLLMServer` through a Serve handle and only
+ever sends and receives JSON-able values, so vLLM's types never cross into the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ray import serve
+from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
+
+
+class ServiceLLMServer(LLMServer):
+    """Ray Serve LLM's vLLM server, with one JSON-in, JSON-out streaming method."""
+
+    async def openai(self, kind: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        """Answer an OpenAI request (`kind`: chat or completions) given as its JSON body.
+
+        Yields, when streaming, the server-sent-event strings (`data: {...}\\n\\n`);
+        otherwise one JSON object: the whole response, or `{"error": {...}}`.
+        """
+        from ray.llm._internal.serve.core.configs.openai_api_models import (
+            ChatCompletionRequest,
+            CompletionRequest,
+            ErrorResponse,
+        )
+
+        request_type = ChatCompletionRequest if kind == "chat" else CompletionRequest
+        try:
+            request = request_type.model_validate(body)
+        except Exception as exc:  # pydantic's message, as an OpenAI error
+            yield {"error": {"message": str(exc)[:2000], "type": "BadRequestError", "code": 400}}
+            return
+        method = self.chat if kind == "chat" else self.completions
+        async for item in await method(request):
+            for part in item if isinstance(item, list) else [item]:
+                if isinstance(part, str):
+                    yield part
+                elif isinstance(part, ErrorResponse):
+                    yield {"error": part.error.model_dump()}
+                else:
+                    yield part.model_dump(mode="json")
+
+
+def launch(app_name: str, config: dict[str, Any]) -> str:
+    """Build the LLM application from `config` (an `LLMConfig` as a dict) and start it
+    without an HTTP route (only the ingress reaches it, under the service's auth).
+    Returns the deployment's name."""
+    llm_config = LLMConfig.model_validate(config)
+    app = build_llm_deployment(llm_config, deployment_cls=ServiceLLMServer)
+    serve.run(app, name=app_name, route_prefix=None, blocking=False)
+    return str(app._bound_deployment.name)
