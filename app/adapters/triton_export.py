@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,20 +90,23 @@ def export_version(
         array = np.zeros((1, len(columns or ())), dtype=np.float32)
     if array.ndim != 2:
         raise _not_exportable(model, version, "only models on rows of numeric features export")
-    network = mlflow.pytorch.load_model(uri).eval()
     sample = torch.from_numpy(array[:2])
-    with torch.no_grad():
-        output = network(sample)
+    try:
+        network = _network(mlflow.pytorch.load_model(uri))
+        with torch.no_grad():
+            output = network(sample)
+            traced = torch.jit.trace(network, sample, check_trace=True)
+    except Exception as exc:
+        log.warning("cannot export %s version %d: %s", model, version, exc)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise _not_exportable(model, version, f"TorchScript tracing failed ({first})") from None
     if not isinstance(output, torch.Tensor):
         raise _not_exportable(model, version, "the network does not return one tensor")
     exported = ExportedModel(name, int(array.shape[1]), columns, tuple(output.shape[1:]))
     if (target / "config.pbtxt").exists():
         return exported
-    staging = repository / f".{name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = repository / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     (staging / "1").mkdir(parents=True)
-    with torch.no_grad():
-        traced = torch.jit.trace(network, sample, check_trace=True)
     traced.save(str(staging / "1" / "model.pt"))
     if not options.native_backend:
         shutil.copyfile(_PYTHON_MODEL, staging / "1" / "model.py")
@@ -113,6 +117,19 @@ def export_version(
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s version %d to %s", model, version, target)
     return exported
+
+
+def _network(loaded: Any) -> Any:
+    """The network to trace: MLflow gives the exported graph (already an inference graph,
+    which refuses `eval()`) for models logged in its pt2 format, and the module itself for
+    pickled ones (put in eval mode)."""
+    import torch
+
+    if isinstance(loaded, torch.export.ExportedProgram):
+        return loaded.module()
+    if isinstance(loaded, torch.fx.GraphModule):
+        return loaded
+    return loaded.eval()
 
 
 def config_pbtxt(model: ExportedModel, options: RepositoryOptions) -> str:

@@ -1,0 +1,399 @@
+"""The `triton` backend against a real Triton Inference Server (from .venv-triton, made by
+scripts/setup-triton) and the `vllm` backend against real vLLM engines (from .venv-llm,
+scripts/setup-llm), behind the service's deploy, predict and OpenAI routes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from ray import serve
+
+from app.core.access import Role
+from app.llm.registry_model import log_llm
+from app.llm.tiny import build_tiny_llama
+from tests.integration.ml_app import RunningApp, running_ml_app
+from tests.integration.model_factory import PIP, log_flaky_run, log_model_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASE = "/api/v1/ml"
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 1e-5  # absolute, on float32 outputs: the same TorchScript-traced network
+RNG = np.random.default_rng(7)
+ROWS = RNG.random((24, 4)).round(4).tolist()
+
+needs_triton = pytest.mark.skipif(
+    not (ROOT / ".venv-triton" / "tritonserver" / "bin" / "tritonserver").exists(),
+    reason="run scripts/setup-triton (scripts/test does)",
+)
+needs_llm = pytest.mark.skipif(
+    not (ROOT / ".venv-llm" / "bin" / "python").exists(),
+    reason="run scripts/setup-llm (scripts/test does)",
+)
+
+
+class Client:
+    def __init__(self, app: RunningApp, http: httpx.Client) -> None:
+        self.app, self.http, self.tokens = app, http, app.tokens
+
+    def post(self, path: str, body: Any, role: Role = Role.ENGINEER) -> httpx.Response:
+        return self.http.post(BASE + path, json=body, headers=self.tokens.header(role))
+
+    def get(self, path: str) -> httpx.Response:
+        return self.http.get(BASE + path, headers=self.tokens.header(Role.VIEWER))
+
+    def register(self, model: str, run_id: str) -> int:
+        response = self.post("/models", {"name": model, "run_id": run_id})
+        assert response.status_code == 201, response.text
+        return int(response.json()["version"])
+
+    def deploy(self, model: str, **body: Any) -> dict[str, Any]:
+        response = self.post(f"/models/{model}/deploy", body)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def predict(self, model: str, rows: Any, key: str | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"model": model, "inputs": rows}
+        if key:
+            body["request_key"] = key
+        return self.post("/predict", body, Role.VIEWER)
+
+    def predict_when_routed(self, model: str, rows: Any, variant: str) -> dict[str, Any]:
+        """Ingress replicas follow the routing table by long-poll: wait for `variant`."""
+        deadline = time.monotonic() + 30
+        while True:
+            response = self.predict(model, rows)
+            if response.status_code == 200 and response.json()["variant"] == variant:
+                return dict(response.json())
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.2)
+
+    def tracking(self) -> tuple[str, str]:
+        config = self.app.settings.mlflow
+        assert config.tracking_uri and config.artifact_root
+        return config.tracking_uri, config.artifact_root
+
+
+@pytest.fixture(scope="module")
+def client(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    env = {"ML_SERVING__STATS_FLUSH_S": "0.2", "ML_MONITORING__ENABLED": "false"}
+    data = tmp_path_factory.mktemp("backends") / "data"
+    with running_ml_app(data, env) as app, httpx.Client(base_url=app.url, timeout=60) as http:
+        yield Client(app, http)
+
+
+def mlflow_predictions(client: Client, model: str, version: int, rows: Any) -> Any:
+    mlflow.set_tracking_uri(client.tracking()[0])
+    return mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(rows)
+
+
+def triton_metrics() -> str:
+    handle = serve.get_deployment_handle("TritonServer", "ml")
+    return str(handle.metrics.remote().result(timeout_s=30))
+
+
+def successes(metrics: str, triton_name: str) -> int:
+    pattern = (
+        rf'nv_inference_request_success\{{model="{re.escape(triton_name)}",version="1"\}} (\d+)'
+    )
+    found = re.search(pattern, metrics)
+    return int(found.group(1)) if found else 0
+
+
+def log_tabular_run(client: Client, seed: int) -> str:
+    """A PyTorch model on named columns (what the training jobs log)."""
+    tracking_uri, artifact_root = client.tracking()
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name("backends") or mlflow.get_experiment(
+        mlflow.create_experiment("backends", artifact_location=f"{artifact_root}/backends")
+    )
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    frame = pd.DataFrame(RNG.random((3, 3)).astype("float32"), columns=["tenure", "spend", "calls"])
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.pytorch.log_model(
+            net,
+            name="model",
+            input_example=frame,
+            pip_requirements=PIP,
+            serialization_format="pickle",
+        )
+    return str(run.info.run_id)
+
+
+@needs_triton
+def test_triton_answers_like_the_mlflow_model_and_counts_in_its_metrics(client: Client) -> None:
+    tracking_uri, artifact_root = client.tracking()
+    version = client.register(
+        "churn", log_model_run(tracking_uri, artifact_root, "backends", seed=3).run_id
+    )
+    view = client.deploy("churn", strategy="replace", version=version, backend="triton")
+    assert [(v["name"], v["backend"]) for v in view["variants"]] == [
+        (f"v{version}-triton", "triton")
+    ]
+    before = successes(triton_metrics(), f"churn__v{version}")
+    answer = client.predict_when_routed("churn", ROWS, f"v{version}-triton")
+    expected = mlflow_predictions(client, "churn", version, np.asarray(ROWS, dtype="float32"))
+    assert np.allclose(np.asarray(answer["predictions"]), expected, atol=TOLERANCE, rtol=0)
+    for i in range(10):
+        assert client.predict("churn", ROWS[i : i + 1]).status_code == 200
+    # Triton's own counter: the routed probe(s), the first answer and the ten above.
+    assert successes(triton_metrics(), f"churn__v{version}") - before >= 11
+
+    # Named columns (records, in any order): as the MLflow model's DataFrame output.
+    tabular = client.register("spend", log_tabular_run(client, seed=4))
+    client.deploy("spend", strategy="replace", version=tabular, backend="triton")
+    records = [{"calls": r[2], "spend": r[1], "tenure": r[0]} for r in ROWS[:5]]
+    got = client.predict_when_routed("spend", records, f"v{tabular}-triton")["predictions"]
+    frame = pd.DataFrame(records)[["tenure", "spend", "calls"]].astype("float32")
+    want = mlflow_predictions(client, "spend", tabular, frame)
+    assert [sorted(r) for r in got] == [["0", "1"]] * 5
+    assert np.allclose(
+        pd.DataFrame(got)[["0", "1"]].to_numpy(), want.to_numpy(), atol=TOLERANCE, rtol=0
+    )
+
+
+@needs_triton
+def test_ab_between_the_ray_and_triton_backends(client: Client) -> None:
+    tracking_uri, artifact_root = client.tracking()
+    version = client.register(
+        "fraud", log_model_run(tracking_uri, artifact_root, "backends", seed=5).run_id
+    )
+    arms = [
+        {"version": version, "weight": 50, "backend": "ray"},
+        {"version": version, "weight": 50, "backend": "triton"},
+    ]
+    view = client.deploy("fraud", strategy="ab", variants=arms)
+    names = {v["name"] for v in view["variants"]}
+    assert names == {f"v{version}", f"v{version}-triton"}
+    client.predict_when_routed("fraud", ROWS[:1], f"v{version}-triton")
+    answers: dict[str, list[Any]] = {}
+    counts: Counter[str] = Counter()
+    for i in range(120):
+        response = client.predict("fraud", ROWS[:2], key=f"user-{i}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        counts[body["variant"]] += 1
+        answers.setdefault(body["variant"], body["predictions"])
+    assert set(counts) == names and min(counts.values()) >= 30, counts
+    ray_answer, triton_answer = answers[f"v{version}"], answers[f"v{version}-triton"]
+    assert np.allclose(np.asarray(ray_answer), np.asarray(triton_answer), atol=TOLERANCE, rtol=0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stats = {
+            v["name"]: v["requests"]
+            for v in client.get("/models/fraud/deployment").json()["variants"]
+        }
+        if sum(stats.values()) >= 120:
+            break
+        time.sleep(0.3)
+    assert all(stats[name] >= counts[name] for name in names), (stats, counts)
+
+
+@needs_triton
+def test_a_version_that_cannot_run_on_triton_is_refused_and_routing_kept(client: Client) -> None:
+    tracking_uri, artifact_root = client.tracking()
+    version = client.register(
+        "rules", log_flaky_run(tracking_uri, artifact_root, "backends").run_id
+    )
+    response = client.post(
+        "/models/rules/deploy", {"strategy": "replace", "version": version, "backend": "triton"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["errors"][0]["field"] == "backend"
+    assert client.get("/models/rules/deployment").status_code == 404
+
+
+@needs_triton
+def test_killing_the_triton_server_fails_fast_and_serve_replaces_the_replica(
+    client: Client,
+) -> None:
+    tracking_uri, artifact_root = client.tracking()
+    version = client.register(
+        "risk", log_model_run(tracking_uri, artifact_root, "backends", seed=9).run_id
+    )
+    client.deploy("risk", strategy="replace", version=version, backend="triton")
+    client.predict_when_routed("risk", ROWS[:3], f"v{version}-triton")
+    handle = serve.get_deployment_handle("TritonServer", "ml")
+    pid = handle.server_pid.remote().result(timeout_s=30)
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGKILL)
+
+    statuses: Counter[int] = Counter()
+    recovered = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        response = client.predict("risk", ROWS[:3])  # a hang would hit the client's timeout
+        statuses[response.status_code] += 1
+        if response.status_code == 503:
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert response.json()["code"] == "backend_unavailable"
+        elif response.status_code == 200 and statuses[503] > 0:
+            recovered = response.json()
+            break
+        else:
+            assert response.status_code == 200, response.text
+        time.sleep(0.1)
+    assert statuses[503] >= 1, statuses
+    assert recovered is not None, statuses
+    new_pid = handle.server_pid.remote().result(timeout_s=30)
+    assert new_pid != pid
+    expected = mlflow_predictions(client, "risk", version, np.asarray(ROWS[:3], dtype="float32"))
+    assert np.allclose(np.asarray(recovered["predictions"]), expected, atol=TOLERANCE, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def llm_runs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    tracking_uri, artifact_root = client.tracking()
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("llm", artifact_location=f"{artifact_root}/llm")
+    runs = []
+    for seed in (1, 2):
+        directory = build_tiny_llama(tmp_path_factory.mktemp(f"tiny-llama-{seed}"), seed=seed)
+        with mlflow.start_run(experiment_id=experiment) as run:
+            log_llm(directory)
+        runs.append(str(run.info.run_id))
+    return runs
+
+
+@needs_llm
+def test_llm_versions_answer_openai_clients_through_the_service(
+    client: Client, llm_runs: list[str]
+) -> None:
+    from openai import AuthenticationError, OpenAI
+
+    v1 = client.register("assistant", llm_runs[0])
+    started = client.http.post(
+        f"{BASE}/models/assistant/deploy",
+        json={"strategy": "replace", "version": v1, "backend": "vllm"},
+        headers=client.tokens.header(Role.ENGINEER),
+        timeout=900,
+    )
+    assert started.status_code == 200, started.text
+    openai = OpenAI(
+        base_url=f"{client.app.url}{BASE}/llm/v1",
+        api_key=client.tokens.by_role[Role.VIEWER],
+        max_retries=0,
+        timeout=120,
+    )
+    chat = openai.chat.completions.create(
+        model="assistant",
+        messages=[{"role": "user", "content": "Why do customers churn?"}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert chat.choices[0].message.role == "assistant"
+    assert isinstance(chat.choices[0].message.content, str)
+    assert chat.usage is not None and chat.usage.completion_tokens == 8
+    chunks = list(
+        openai.completions.create(
+            model="assistant", prompt="Churn is", max_tokens=6, temperature=0, stream=True
+        )
+    )
+    assert len(chunks) >= 2 and all(c.object == "text_completion" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    streamed_chat = list(
+        openai.chat.completions.create(
+            model="assistant",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            stream=True,
+        )
+    )
+    assert len(streamed_chat) >= 2
+
+    anonymous = OpenAI(
+        base_url=f"{client.app.url}{BASE}/llm/v1", api_key="not-a-token", max_retries=0
+    )
+    with pytest.raises(AuthenticationError):
+        anonymous.chat.completions.create(
+            model="assistant", messages=[{"role": "user", "content": "x"}]
+        )
+    no_token = client.http.post(
+        f"{BASE}/llm/v1/chat/completions",
+        json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert no_token.status_code == 401
+    assert no_token.headers["content-type"].startswith("application/problem+json")
+    wrong_route = client.predict("assistant", [[1.0]])
+    assert wrong_route.status_code == 422 and wrong_route.json()["errors"][0]["field"] == "model"
+
+    # An LLM version goes through the lifecycle like any other: validation loads it and
+    # generates from its input example (transformers), and it is A/B tested on vLLM.
+    v2 = client.register("assistant", llm_runs[1])
+    promoted = client.post("/models/assistant/promote", {"version": v2, "to": "staging"})
+    assert promoted.status_code == 200, promoted.text
+    ab = client.http.post(
+        f"{BASE}/models/assistant/deploy",
+        json={
+            "strategy": "ab",
+            "variants": [
+                {"version": v1, "weight": 50, "backend": "vllm"},
+                {"version": v2, "weight": 50, "backend": "vllm"},
+            ],
+        },
+        headers=client.tokens.header(Role.ENGINEER),
+        timeout=900,
+    )
+    assert ab.status_code == 200, ab.text
+    seen: Counter[str] = Counter()
+    deadline = time.monotonic() + 60
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for i in range(20):
+            response = client.post(
+                "/llm/v1/completions",
+                {"model": "assistant", "prompt": "a", "max_tokens": 2, "user": f"u{i}"},
+                Role.VIEWER,
+            )
+            assert response.status_code == 200, response.text
+            seen[response.headers["x-variant"]] += 1
+    assert set(seen) == {f"v{v1}-vllm", f"v{v2}-vllm"}, seen
+    deployment = client.get("/models/assistant/deployment").json()
+    assert {v["name"] for v in deployment["variants"]} == set(seen)
+
+    assert (
+        client.http.delete(
+            f"{BASE}/models/assistant/deployment", headers=client.tokens.header(Role.ENGINEER)
+        ).status_code
+        == 204
+    )
+    deadline = time.monotonic() + 60
+    while any(n.startswith("llm-assistant-") for n in serve.status().applications):
+        assert time.monotonic() < deadline, "the LLM engines were not stopped"
+        time.sleep(1)
+
+
+def _has_gpu() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="needs a CUDA GPU")
+def test_gpu_configuration_places_engines_and_triton_instances_on_the_gpu() -> None:
+    """On a GPU machine: `serving.llm.device: gpu` (with the CUDA vLLM from
+    ML_LLM_DEVICE=gpu scripts/setup-llm) and `serving.triton.instance_kind: KIND_GPU`."""
+    from app.adapters.triton_export import ExportedModel, RepositoryOptions, config_pbtxt
+    from app.adapters.vllm_backend import engine_config
+    from app.settings import LlmSettings
+
+    config = engine_config(LlmSettings(device="gpu"), "assistant", Path("/models/x"))
+    assert config["accelerator_config"] == {"kind": "gpu"}
+    assert config["placement_group_config"]["bundles"][0]["GPU"] == 1
+    text = config_pbtxt(
+        ExportedModel("m__v1", 4, None, (2,)), RepositoryOptions(instance_kind="KIND_GPU")
+    )
+    assert "kind: KIND_GPU" in text
