@@ -266,7 +266,9 @@ class LlmSettings(_Section):
         default=True, description="No CUDA graphs / compilation (required for a sane CPU start)."
     )
     dtype: str = Field(default="auto", description="vLLM's dtype (auto, float32, bfloat16...).")
-    max_model_len: int = Field(default=2048, ge=16, description="Context length.")
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Context length (default: the model's own)."
+    )
     cpus_per_replica: float = Field(default=1.0, gt=0, description="CPUs of an engine replica.")
     kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (VLLM_CPU_KVCACHE_SPACE).")
     min_replicas: int = Field(default=1, ge=1, description="Autoscaling lower bound.")

@@ -41,11 +41,9 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
         "PYTHONPATH": str(_PROJECT_ROOT),
         "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib),
     }
-    engine: dict[str, Any] = {
-        "enforce_eager": config.enforce_eager,
-        "max_model_len": config.max_model_len,
-        "dtype": config.dtype,
-    }
+    engine: dict[str, Any] = {"enforce_eager": config.enforce_eager, "dtype": config.dtype}
+    if config.max_model_len is not None:
+        engine["max_model_len"] = config.max_model_len
     if config.device == "gpu":
         bundle: dict[str, float] = {"CPU": config.cpus_per_replica, "GPU": 1}
     else:
