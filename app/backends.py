@@ -85,11 +85,10 @@ class Backends:
         """After a deploy or an undeploy: stop LLM engines the routing no longer uses."""
         if self.llm is None:
             return
-        keep = (
-            set()
-            if table is None
-            else {v.version for v in table.variants if v.backend is Backend.VLLM}
-        )
+        # Only variants that take traffic (or a shadow's copy of it): a replaced version
+        # stays in the table at weight 0 for its statistics, but needs no engine.
+        live = () if table is None else (*table.serving(), *filter(None, [table.shadow()]))
+        keep = {v.version for v in live if v.backend is Backend.VLLM}
         try:
             await self.llm.retire(model, keep)
         except Exception:  # the deploy itself succeeded; an idle engine is not an error

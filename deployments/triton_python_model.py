@@ -19,14 +19,19 @@ class TritonPythonModel:
 
     def initialize(self, args):  # type: ignore[no-untyped-def]
         torch.set_num_threads(1)
+        if args.get("model_instance_kind") == "GPU":  # instance_kind KIND_GPU
+            self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
+        else:
+            self.device = torch.device("cpu")
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
-        self.model = torch.jit.load(path).eval()
+        self.model = torch.jit.load(path, map_location=self.device).eval()
 
     def execute(self, requests):  # type: ignore[no-untyped-def]
         inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT__0").as_numpy() for r in requests]
         sizes = [len(x) for x in inputs]
         with torch.no_grad():
-            output = self.model(torch.from_numpy(np.concatenate(inputs))).numpy()
+            batch = torch.from_numpy(np.concatenate(inputs)).to(self.device)
+            output = self.model(batch).cpu().numpy()
         responses, start = [], 0
         for size in sizes:
             part = np.ascontiguousarray(output[start : start + size], dtype=np.float32)

@@ -61,6 +61,8 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
                 "target_ongoing_requests": config.target_ongoing_requests,
             },
             "health_check_period_s": 10,
+            # The replica actor only relays; the engine's bundle holds the CPUs (or GPU).
+            "ray_actor_options": {"num_cpus": 0},
         },
     }
 

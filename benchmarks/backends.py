@@ -1,0 +1,265 @@
+"""The triton and vllm backends, each against its baseline, in one run.
+
+1. Triton vs Ray: the same registered PyTorch model deployed twice through the API, as
+   `bench-ray` (backend ray: the model server) and `bench-triton` (backend triton: the
+   Triton Inference Server of a TritonServer replica); POST /predict through the whole
+   service, rounds alternating, 1 row and 64 rows per request, `--clients` concurrent
+   clients. Prints p50/p99 and throughput, and the ratios triton/ray.
+2. The service's LLM route vs vLLM called directly: a tiny random Llama (or
+   `--model-dir`) registered and deployed with backend vllm, against vLLM's own
+   OpenAI server (`python -m vllm.entrypoints.openai.api_server`, from .venv-llm) on
+   the same model directory and settings (enforce_eager). Streamed completions of exactly
+   `--tokens` tokens (ignore_eos), rounds alternating: time to first token (p50) and
+   output tokens/s (median), and the ratios service/direct.
+
+    .venv/bin/python benchmarks/backends.py [--requests 400] [--rounds 3] [--clients 8]
+        [--llm-requests 20] [--tokens 64] [--model-dir DIR] [--skip-triton] [--skip-llm]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.predict import percentile, run_round  # noqa: E402
+
+
+def triton_vs_ray(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
+    from app.core.access import Role
+    from tests.integration.model_factory import log_model_run
+
+    tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
+    run = log_model_run(tracking, str(workdir / "data" / "mlflow" / "artifacts"), "bench")
+    with httpx.Client(base_url=base, timeout=300, headers=tokens.header(Role.ENGINEER)) as http:
+        for name, backend in (("bench-ray", "ray"), ("bench-triton", "triton")):
+            version = http.post("/api/v1/ml/models", json={"name": name, "run_id": run.run_id})
+            body = {"strategy": "replace", "version": version.json()["version"], "backend": backend}
+            answer = http.post(f"/api/v1/ml/models/{name}/deploy", json=body)
+            if answer.status_code != 200:
+                raise RuntimeError(answer.text)
+    time.sleep(2)
+    viewer = tokens.header(Role.VIEWER)
+    url = f"{base}/api/v1/ml/predict"
+    for rows in (1, 64):
+        inputs = [[0.1 * (i % 10), 0.2, 0.3, 0.4] for i in range(rows)]
+        ways = {
+            name: {"model": name, "inputs": inputs, "request_key": "k"}
+            for name in ("bench-ray", "bench-triton")
+        }
+        for body in ways.values():  # warm up: connections, model load and export
+            run_round(url, body, viewer, 100, args.clients)
+        results: dict[str, dict[str, list[float]]] = {
+            w: {"p50": [], "p99": [], "rps": []} for w in ways
+        }
+        for round_no in range(1, args.rounds + 1):
+            for name, body in ways.items():
+                latencies, rps = run_round(url, body, viewer, args.requests, args.clients)
+                results[name]["p50"].append(statistics.median(latencies))
+                results[name]["p99"].append(percentile(latencies, 0.99))
+                results[name]["rps"].append(rps)
+                print(
+                    f"round {round_no} {rows:2d} rows {name:12s} p50 "
+                    f"{statistics.median(latencies):6.1f} ms  p99 "
+                    f"{percentile(latencies, 0.99):6.1f} ms  {rps:6.1f} req/s",
+                    flush=True,
+                )
+        med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
+        ray_m, tri = med["bench-ray"], med["bench-triton"]
+        print(
+            f"\n{rows} row(s) per request, {args.requests} requests x {args.rounds} rounds, "
+            f"{args.clients} clients (medians over rounds)"
+        )
+        for name, m in med.items():
+            print(
+                f"  {name:12s} p50 {m['p50']:6.1f} ms   p99 {m['p99']:6.1f} ms   "
+                f"{m['rps']:6.1f} req/s"
+            )
+        print(
+            f"  ratio triton/ray: p50 {tri['p50'] / ray_m['p50']:.2f}x   "
+            f"p99 {tri['p99'] / ray_m['p99']:.2f}x   throughput {tri['rps'] / ray_m['rps']:.2f}x\n",
+            flush=True,
+        )
+
+
+def stream_once(
+    http: httpx.Client, url: str, headers: dict[str, str], body: dict[str, Any]
+) -> tuple[float, float, int]:
+    """(time to first token s, total s, tokens) of one streamed completion."""
+    started = time.perf_counter()
+    first = None
+    pieces = 0
+    with http.stream("POST", url, json=body, headers=headers) as response:
+        if response.status_code != 200:
+            raise RuntimeError(response.read().decode())
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                pieces += 1
+                if first is None:
+                    first = time.perf_counter()
+    total = time.perf_counter() - started
+    return ((first or time.perf_counter()) - started, total, pieces)
+
+
+def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
+    import mlflow
+
+    from app.core.access import Role
+    from app.llm.registry_model import log_llm
+    from app.llm.tiny import build_tiny_llama
+    from tests.service_process import free_port
+
+    model_dir = Path(args.model_dir) if args.model_dir else build_tiny_llama(workdir / "tiny")
+    tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    artifacts = workdir / "data" / "mlflow" / "artifacts"
+    experiment = mlflow.create_experiment("bench-llm", artifact_location=f"{artifacts}/llm")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        log_llm(model_dir)
+    with httpx.Client(base_url=base, timeout=900, headers=tokens.header(Role.ENGINEER)) as http:
+        version = http.post("/api/v1/ml/models", json={"name": "chat", "run_id": run.info.run_id})
+        body = {"strategy": "replace", "version": version.json()["version"], "backend": "vllm"}
+        started = time.perf_counter()
+        answer = http.post("/api/v1/ml/models/chat/deploy", json=body)
+        if answer.status_code != 200:
+            raise RuntimeError(answer.text)
+        print(f"service: LLM deployed in {time.perf_counter() - started:.0f} s", flush=True)
+
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.pop("PYTHONPATH", None)
+    direct = subprocess.Popen(  # noqa: S603
+        [
+            str(ROOT / ".venv-llm" / "bin" / "python"),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir),
+            "--served-model-name",
+            "chat",
+            "--port",
+            str(port),
+            "--enforce-eager",
+            "--dtype",
+            "auto",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        direct_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if httpx.get(f"{direct_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if direct.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("vLLM's own server did not start")
+            time.sleep(1)
+        request = {
+            "model": "chat",
+            "prompt": "Customers churn when",
+            "max_tokens": args.tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        ways = {
+            "direct": (f"{direct_url}/v1/completions", {}),
+            "service": (
+                f"{base}/api/v1/ml/llm/v1/completions",
+                tokens.header(Role.VIEWER),
+            ),
+        }
+        results: dict[str, dict[str, list[float]]] = {w: {"ttft": [], "tps": []} for w in ways}
+        with httpx.Client(timeout=300) as http:
+            for url, headers in ways.values():  # warm up
+                for _ in range(3):
+                    stream_once(http, url, headers, request)
+            for clients in (1, 4):
+                for round_no in range(1, args.rounds + 1):
+                    for name, (url, headers) in ways.items():
+
+                        def one(_: int, url: str = url, headers: dict[str, str] = headers) -> Any:
+                            return stream_once(http, url, headers, request)
+
+                        with ThreadPoolExecutor(clients) as pool:
+                            samples = list(pool.map(one, range(args.llm_requests)))
+                        ttft = statistics.median(s[0] for s in samples) * 1000
+                        tps = statistics.median(s[2] / s[1] for s in samples)
+                        results[name]["ttft"].append(ttft)
+                        results[name]["tps"].append(tps)
+                        print(
+                            f"round {round_no} {clients} client(s) {name:8s} TTFT p50 "
+                            f"{ttft:6.1f} ms   {tps:6.1f} tokens/s per stream",
+                            flush=True,
+                        )
+                med = {
+                    n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()
+                }
+                svc, dir_ = med["service"], med["direct"]
+                print(
+                    f"\n{clients} client(s), {args.tokens} tokens per completion, "
+                    f"{args.llm_requests} requests x {args.rounds} rounds (medians)"
+                )
+                for name, m in med.items():
+                    print(f"  {name:8s} TTFT p50 {m['ttft']:6.1f} ms   {m['tps']:6.1f} tokens/s")
+                print(
+                    f"  ratio service/direct: TTFT {svc['ttft'] / dir_['ttft']:.2f}x   "
+                    f"tokens/s {svc['tps'] / dir_['tps']:.2f}x\n",
+                    flush=True,
+                )
+                results = {w: {"ttft": [], "tps": []} for w in ways}
+    finally:
+        direct.terminate()
+        direct.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--llm-requests", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--skip-triton", action="store_true")
+    parser.add_argument("--skip-llm", action="store_true")
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from benchmarks.ml_app import start_ml_app
+
+    running = start_ml_app("backends")
+    try:
+        if not args.skip_triton:
+            triton_vs_ray(running.base, running.tokens, running.workdir, args)
+        if not args.skip_llm:
+            llm_service_vs_direct(running.base, running.tokens, running.workdir, args)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    print(f"data directory: {running.workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
