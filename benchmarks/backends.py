@@ -95,10 +95,14 @@ def triton_vs_ray(base: str, tokens: Any, workdir: Path, args: argparse.Namespac
 def stream_once(
     http: httpx.Client, url: str, headers: dict[str, str], body: dict[str, Any]
 ) -> tuple[float, float, int]:
-    """(time to first token s, total s, tokens) of one streamed completion."""
+    """(time to first token s, total s, completion tokens) of one streamed completion.
+
+    The first token is the first chunk that carries a choice (vLLM sends one per token;
+    its text may be empty for a partial UTF-8 character); the token count is the usage
+    vLLM reports at the end (`stream_options.include_usage`)."""
     started = time.perf_counter()
     first = None
-    pieces = 0
+    tokens = 0
     with http.stream("POST", url, json=body, headers=headers) as response:
         if response.status_code != 200:
             raise RuntimeError(response.read().decode())
@@ -106,12 +110,14 @@ def stream_once(
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0].get("text"):
-                pieces += 1
-                if first is None:
-                    first = time.perf_counter()
+            if chunk.get("choices") and first is None:
+                first = time.perf_counter()
+            if chunk.get("usage"):
+                tokens = int(chunk["usage"]["completion_tokens"])
     total = time.perf_counter() - started
-    return ((first or time.perf_counter()) - started, total, pieces)
+    if first is None or tokens == 0:
+        raise RuntimeError(f"{url}: no tokens streamed")
+    return first - started, total, tokens
 
 
 def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
@@ -179,6 +185,7 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
             "temperature": 0,
             "ignore_eos": True,
             "stream": True,
+            "stream_options": {"include_usage": True},
         }
         ways = {
             "direct": (f"{direct_url}/v1/completions", {}),

@@ -30,7 +30,7 @@ class LlmAnswer:
     version: int
     variant: str
     response: dict[str, Any] | None
-    stream: AsyncIterator[str] | None
+    stream: AsyncIterator[str] | None  # closing it early records the request as failed
 
 
 class LlmGateway:
@@ -97,17 +97,10 @@ class LlmGateway:
             self._relay(first, stream, model, variant, started),
         )
 
-    async def _relay(
+    def _relay(
         self, first: str, rest: AsyncIterator[Any], model: str, variant: Variant, started: float
-    ) -> AsyncIterator[str]:
-        ok = False
-        try:
-            yield first
-            async for chunk in rest:
-                yield chunk if isinstance(chunk, str) else f"data: {json.dumps(chunk)}\n\n"
-            ok = True
-        finally:
-            self._finish(model, variant, started, ok=ok)
+    ) -> _Relay:
+        return _Relay(first, rest, lambda ok: self._finish(model, variant, started, ok=ok))
 
     def _finish(self, model: str, variant: Variant, started: float, *, ok: bool) -> None:
         latency = (time.perf_counter() - started) * 1000
@@ -123,6 +116,49 @@ class LlmGateway:
         self._recorder.predicted(
             PredictionRef(request_id, model, variant.name, variant.version, time.time(), texts)
         )
+
+
+class _Relay:
+    """The engine's stream as server-sent events, recording the request's end exactly
+    once: when the stream ends (ok), fails or is closed early, or, if the response never
+    started (a client gone before the first byte), when it is dropped (not ok)."""
+
+    def __init__(self, first: str, rest: AsyncIterator[Any], done: Callable[[bool], None]) -> None:
+        self._first: str | None = first
+        self._rest = rest
+        self._done: Callable[[bool], None] | None = done
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        try:
+            item = await anext(self._rest)
+        except StopAsyncIteration:
+            self._end(True)
+            raise
+        except BaseException:
+            self._end(False)
+            raise
+        return item if isinstance(item, str) else f"data: {json.dumps(item)}\n\n"
+
+    async def aclose(self) -> None:
+        """Stop early (the client went away): the request did not complete."""
+        self._end(False)
+        close = getattr(self._rest, "aclose", None)
+        if close is not None:
+            await close()
+
+    def _end(self, ok: bool) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(ok)
+
+    def __del__(self) -> None:
+        self._end(False)
 
 
 def _user(body: dict[str, Any]) -> str | None:

@@ -375,25 +375,3 @@ def test_llm_versions_answer_openai_clients_through_the_service(
     while any(n.startswith("llm-assistant-") for n in serve.status().applications):
         assert time.monotonic() < deadline, "the LLM engines were not stopped"
         time.sleep(1)
-
-
-def _has_gpu() -> bool:
-    return bool(torch.cuda.is_available())
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _has_gpu(), reason="needs a CUDA GPU")
-def test_gpu_configuration_places_engines_and_triton_instances_on_the_gpu() -> None:
-    """On a GPU machine: `serving.llm.device: gpu` (with the CUDA vLLM from
-    ML_LLM_DEVICE=gpu scripts/setup-llm) and `serving.triton.instance_kind: KIND_GPU`."""
-    from app.adapters.triton_export import ExportedModel, RepositoryOptions, config_pbtxt
-    from app.adapters.vllm_backend import engine_config
-    from app.settings import LlmSettings
-
-    config = engine_config(LlmSettings(device="gpu"), "assistant", Path("/models/x"))
-    assert config["accelerator_config"] == {"kind": "gpu"}
-    assert config["placement_group_config"]["bundles"][0]["GPU"] == 1
-    text = config_pbtxt(
-        ExportedModel("m__v1", 4, None, (2,)), RepositoryOptions(instance_kind="KIND_GPU")
-    )
-    assert "kind: KIND_GPU" in text

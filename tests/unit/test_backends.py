@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -447,7 +447,7 @@ def test_a_stream_abandoned_midway_is_recorded_not_ok() -> None:
     async def scenario() -> str:
         answer = await llm.call("chat", {**CHAT, "stream": True}, None, "req-1")
         stream = answer.stream
-        assert isinstance(stream, AsyncGenerator)
+        assert stream is not None and hasattr(stream, "aclose")
         first: str = await anext(stream)
         await stream.aclose()
         return first
@@ -513,3 +513,20 @@ def test_a_backend_without_an_invoker_is_unavailable() -> None:
     with pytest.raises(Unavailable) as refused:
         asyncio.run(invoker(Backend.RAY).predict("churn", triton, [[1.0]]))
     assert refused.value.code is ErrorCode.BACKEND_UNAVAILABLE
+
+
+def test_a_stream_dropped_before_its_first_byte_is_recorded_not_ok() -> None:
+    import gc
+
+    recorder = RecordingRecorder()
+    llm = gateway(FakeEngines(["data: 1\n\n", "data: 2\n\n"]), recorder)
+
+    async def scenario() -> None:
+        answer = await llm.call("chat", {**CHAT, "stream": True}, None, "req-1")
+        assert answer.stream is not None
+        assert recorder.events[-1][0] == "started"
+        del answer  # the client went away before the response started
+        gc.collect()
+
+    asyncio.run(scenario())
+    assert recorder.events[-1] == ("finished", "tiny", "v1-vllm", False)
