@@ -277,6 +277,14 @@ class LlmSettings(_Section):
     start_timeout_s: float = Field(
         default=600, gt=0, description="A version whose engine is not up by then fails to deploy."
     )
+    stream_batching_interval_ms: float = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Ray Serve LLM gathers streamed tokens this long before sending them on "
+        "(its own default, 50 ms, added 50 ms to the time to first token here); 0 sends "
+        "each token as it comes.",
+    )
     cache_dir: Path | None = Field(
         default=None,
         description="Where versions' model directories are unpacked (default <data_dir>/llm).",

@@ -53,6 +53,7 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
         "accelerator_config": {"kind": config.device},
         "engine_kwargs": engine,
         "placement_group_config": {"bundles": [bundle]},
+        "experimental_configs": {"stream_batching_interval_ms": config.stream_batching_interval_ms},
         "runtime_env": {"py_executable": str(python), "env_vars": env_vars},
         "deployment_config": {
             "autoscaling_config": {
