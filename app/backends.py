@@ -9,6 +9,7 @@ variant uses any more are stopped after a deploy or undeploy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from app.core.deployment import DeploySpec, placements
 from app.core.routing import Backend, RoutingTable
 from app.errors import ErrorCode, Unavailable
+from app.prediction import RoutingSource
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,24 @@ class Backends:
     Args:
         triton: the Triton backend (None: not part of this service).
         llm: the vLLM backend (None: not part of this service).
+        tables: the ingress's routing tables; with `retire_after_s`, engines are retired
+            that long after a deploy, by the table then (requests routed by a replica's
+            older copy of the table, and streams in flight, finish first).
+        retire_after_s: the delay (0: at once, by the table given to `settle`).
     """
 
-    def __init__(self, triton: TritonBackend | None, llm: LlmBackend | None) -> None:
+    def __init__(
+        self,
+        triton: TritonBackend | None,
+        llm: LlmBackend | None,
+        tables: RoutingSource | None = None,
+        retire_after_s: float = 0.0,
+    ) -> None:
         self.triton = triton
         self.llm = llm
+        self._tables = tables
+        self._retire_after_s = retire_after_s
+        self._later: set[asyncio.Task[None]] = set()
 
     async def prepare(self, model: str, spec: DeploySpec) -> None:
         """Get every version of `spec` ready on its backend before traffic moves."""
@@ -82,9 +97,24 @@ class Backends:
                 await self.llm.ensure(model, version)
 
     async def settle(self, model: str, table: RoutingTable | None) -> None:
-        """After a deploy or an undeploy: stop LLM engines the routing no longer uses."""
+        """After a deploy or an undeploy: stop LLM engines the routing no longer uses
+        (at once, or after `retire_after_s` by the table then)."""
         if self.llm is None:
             return
+        if self._tables is not None and self._retire_after_s > 0:
+            task = asyncio.ensure_future(self._retire_later(model))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+            return
+        await self._retire(model, table)
+
+    async def _retire_later(self, model: str) -> None:
+        await asyncio.sleep(self._retire_after_s)
+        assert self._tables is not None
+        await self._retire(model, self._tables.get(model))
+
+    async def _retire(self, model: str, table: RoutingTable | None) -> None:
+        assert self.llm is not None
         # Only variants that take traffic (or a shadow's copy of it): a replaced version
         # stays in the table at weight 0 for its statistics, but needs no engine.
         live = () if table is None else (*table.serving(), *filter(None, [table.shadow()]))

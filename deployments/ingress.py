@@ -73,7 +73,10 @@ class Ingress:
         invoker = BackendInvoker(invokers)
         llm = VllmBackend(self._settings)
         backends = Backends(
-            ServeTritonBackend(self._triton) if self._triton is not None else None, llm
+            ServeTritonBackend(self._triton) if self._triton is not None else None,
+            llm,
+            tables,
+            retire_after_s=serving.drain_window_s,
         )
         observed = ObservedRecorder(recorder)
         features = self._features()

@@ -18,6 +18,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +33,7 @@ import numpy as np
 
 from app.adapters.triton_export import ExportedModel, RepositoryOptions, export_version
 from app.core.model_io import RowBlock, plain_rows
-from app.errors import ErrorCode, InvalidInput, Unavailable, UpstreamFailed
+from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, UpstreamFailed
 from app.logs import configure_logging
 from app.settings import Settings
 
@@ -67,11 +68,18 @@ class TritonServer:
         self._log_tail: deque[str] = deque(maxlen=40)
         self._missing: str | None = None
         self._metrics_url: str | None = None
+        self._failed: str | None = None
+        self._client: Any = None
+        self._workdir: str | None = None
         if self._config.url:
             self._url = self._config.url
         else:
-            self._url = self._start_server()
-        self._client: Any = None
+            try:
+                self._url = self._start_server()
+            except Exception as exc:  # the health check fails: Serve retries the replica
+                self._failed = f"tritonserver did not start: {_first_line(exc)}"
+                log.error(self._failed)
+                self._url = ""
 
     # -- the server process -------------------------------------------------------------
 
@@ -85,7 +93,7 @@ class TritonServer:
             )
             log.warning(self._missing)
             return ""
-        grpc_port, http_port, metrics_port = _free_ports(3)
+        grpc_port, metrics_port = _free_ports(2)
         libs = [str(env_dir / "tritonserver" / "libs"), _python_libdir(env_dir)]
         env = {
             **os.environ,
@@ -98,8 +106,12 @@ class TritonServer:
             f"--model-repository={self._repository}",
             f"--backend-directory={env_dir / 'tritonserver' / 'backends'}",
             "--model-control-mode=explicit",
+            # Only this replica talks to its server: loopback only, no HTTP endpoint (the
+            # repository API would let anyone who reaches it load code).
+            "--grpc-address=127.0.0.1",
             f"--grpc-port={grpc_port}",
-            f"--http-port={http_port}",
+            "--allow-http=false",
+            "--metrics-address=127.0.0.1",
             f"--metrics-port={metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
@@ -153,8 +165,8 @@ class TritonServer:
 
     def _alive(self) -> None:
         """Fail fast (503) when there is no server to call."""
-        if self._missing:
-            raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, self._missing)
+        if self._missing or self._failed:
+            raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, self._missing or self._failed or "")
         if self._process is not None and self._process.poll() is not None:
             raise Unavailable(
                 ErrorCode.BACKEND_UNAVAILABLE,
@@ -181,9 +193,25 @@ class TritonServer:
         """
         self._alive()
         name, _, version = model_id.rpartition("/")
-        exported = await asyncio.to_thread(
-            export_version, self._tracking_uri, name, int(version), self._repository, self._options
-        )
+        try:
+            exported = await asyncio.to_thread(
+                export_version,
+                self._tracking_uri,
+                name,
+                int(version),
+                self._repository,
+                self._options,
+            )
+        except DomainError:
+            raise
+        except Exception as exc:  # the MLflow store, the disk
+            log.exception("exporting %s failed", model_id)
+            raise Unavailable(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"Version {version} of {name!r} could not be exported: {_first_line(exc)}",
+                model=name,
+                version=version,
+            ) from None
         try:
             await self._aio().load_model(exported.triton_name)
         except Exception as exc:
@@ -210,9 +238,6 @@ class TritonServer:
             Unavailable: Triton is down or did not answer in time (503, fast).
             UpstreamFailed: Triton failed on the input.
         """
-        import tritonclient.grpc.aio as grpcclient
-        from tritonclient.utils import InferenceServerException
-
         self._alive()
         model = await self.load(model_id)
         try:
@@ -225,8 +250,19 @@ class TritonServer:
             raise InvalidInput.for_field(
                 "inputs", f"each row must have the model's {model.features} features"
             )
+        size = self._config.max_batch_size  # Triton refuses larger requests: split them
+        parts = await asyncio.gather(
+            *(self._infer(model, array[i : i + size]) for i in range(0, len(array), size))
+        )
+        output = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return _like_mlflow(output, tabular=model.columns is not None)
+
+    async def _infer(self, model: ExportedModel, array: np.ndarray, retry: bool = True) -> Any:
+        import tritonclient.grpc.aio as grpcclient
+        from tritonclient.utils import InferenceServerException
+
         tensor = grpcclient.InferInput("INPUT__0", list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array)
+        tensor.set_data_from_numpy(np.ascontiguousarray(array))
         try:
             result = await self._aio().infer(
                 model.triton_name,
@@ -236,19 +272,22 @@ class TritonServer:
             )
         except InferenceServerException as exc:
             self._alive()
-            status = str(exc.status() or "")
-            if "UNAVAILABLE" in status or "DEADLINE" in status or "Deadline" in str(exc):
+            text = f"{exc.status() or ''} {exc}"
+            if retry and ("not found" in text or "unknown model" in text or "not ready" in text):
+                # an external Triton restarted (explicit model control: it came back empty)
+                await self._aio().load_model(model.triton_name)
+                return await self._infer(model, array, retry=False)
+            if "UNAVAILABLE" in text or "DEADLINE" in text or "Deadline" in text:
                 raise Unavailable(
                     ErrorCode.BACKEND_UNAVAILABLE, f"Triton did not answer: {_first_line(exc)}"
                 ) from None
-            log.warning("Triton failed on %s: %s", model_id, exc)
+            log.warning("Triton failed on %s: %s", model.triton_name, exc)
             raise UpstreamFailed(
                 ErrorCode.PREDICTION_FAILED,
-                f"Triton failed on this input for {model_id}: {_first_line(exc)}",
-                model=model_id,
+                f"Triton failed on this input for {model.triton_name}: {_first_line(exc)}",
+                model=model.triton_name,
             ) from None
-        output = result.as_numpy("OUTPUT__0")
-        return _like_mlflow(output, tabular=model.columns is not None)
+        return result.as_numpy("OUTPUT__0")
 
     async def metrics(self) -> str:
         """Triton's own Prometheus metrics (its metrics port)."""
@@ -271,6 +310,8 @@ class TritonServer:
         """Serve's health check: the Triton server must be alive and live."""
         if self._missing:
             return  # nothing to replace: every request says how to set Triton up
+        if self._failed:
+            raise RuntimeError(self._failed)
         if self._process is not None and self._process.poll() is not None:
             raise RuntimeError(f"tritonserver exited with {self._process.returncode}")
         import tritonclient.grpc as grpcclient
@@ -282,6 +323,9 @@ class TritonServer:
         process = getattr(self, "_process", None)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
+        workdir = getattr(self, "_workdir", None)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _like_mlflow(output: np.ndarray, *, tabular: bool) -> list[Any]:

@@ -126,3 +126,9 @@ class ServeTritonBackend:
                 ErrorCode.BACKEND_UNAVAILABLE,
                 f"The Triton server replica is not available ({type(exc).__name__}); retry.",
             ) from None
+        except Exception as exc:  # never a bare 500 from a deploy
+            log.exception("preparing %s on Triton failed", model_id)
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"Triton could not prepare {model_id}: {type(exc).__name__}; retry.",
+            ) from None

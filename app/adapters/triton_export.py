@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import InvalidInput
+from app.errors import ErrorCode, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,40 @@ def export_version(
     """Export `models:/<model>/<version>` (idempotent: an existing export is reused).
 
     Raises:
+        NotFound: the registry has no such version.
         InvalidInput: the version is not a PyTorch model with an input example or a
             tensor signature (field `backend`).
     """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    uri = f"models:/{model}/{version}"
+    with tempfile.TemporaryDirectory(prefix="triton-export-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise NotFound(
+                    ErrorCode.MODEL_VERSION_NOT_FOUND,
+                    f"Model {model!r} has no version {version}.",
+                    model=model,
+                    version=version,
+                ) from None
+            raise
+        return _export(local, model, version, repository, options)
+
+
+def _export(
+    local: Path, model: str, version: int, repository: Path, options: RepositoryOptions
+) -> ExportedModel:
     import mlflow
     import numpy as np
     import torch
     from mlflow.models import Model
 
-    mlflow.set_tracking_uri(tracking_uri)
     name = triton_name(model, version)
     target = repository / name
-    uri = f"models:/{model}/{version}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     meta = Model.load(str(local))
     if "pytorch" not in meta.flavors:
         raise _not_exportable(model, version, "only PyTorch models export to Triton")
@@ -92,7 +114,7 @@ def export_version(
         raise _not_exportable(model, version, "only models on rows of numeric features export")
     sample = torch.from_numpy(array[:2])
     try:
-        network = _network(mlflow.pytorch.load_model(uri))
+        network = _network(mlflow.pytorch.load_model(str(local)))
         with torch.no_grad():
             output = network(sample)
             traced = torch.jit.trace(network, sample, check_trace=True)

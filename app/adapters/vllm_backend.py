@@ -18,15 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray.serve.exceptions as serve_errors
 from ray import serve
 
-from app.errors import ErrorCode, InvalidInput, Unavailable
+from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable
 from app.settings import LlmSettings, Settings
 
 log = logging.getLogger(__name__)
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_DEPLOYMENT_PREFIX = "ServiceLLMServer:"
+_ENGINE_GONE: tuple[type[BaseException], ...] = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.ActorUnavailableError,
+    serve_errors.ReplicaUnavailableError,
+    serve_errors.DeploymentUnavailableError,
+    serve_errors.BackPressureError,
+    serve_errors.RayServeException,
+)
 
 
 def app_name(model: str, version: int) -> str:
@@ -41,7 +49,8 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
         "PYTHONPATH": str(_PROJECT_ROOT),
         "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib),
     }
-    engine: dict[str, Any] = {"enforce_eager": config.enforce_eager, "dtype": config.dtype}
+    eager = config.device == "cpu" if config.enforce_eager is None else config.enforce_eager
+    engine: dict[str, Any] = {"enforce_eager": eager, "dtype": config.dtype}
     if config.max_model_len is not None:
         engine["max_model_len"] = config.max_model_len
     if config.device == "gpu":
@@ -84,30 +93,56 @@ class VllmBackend:
         self._starting: dict[str, asyncio.Task[None]] = {}
 
     async def ensure(self, model: str, version: int) -> None:
-        """See `LlmBackend.ensure` (concurrent calls for one version share one start)."""
+        """See `LlmBackend.ensure` (concurrent calls for one version share one start; an
+        engine another replica is starting is waited for, not started twice)."""
         name = app_name(model, version)
-        if self._running(name):
+        state = await self._state(name)
+        if state == "RUNNING":
             return
         task = self._starting.get(name)
         if task is None or task.done():
-            task = asyncio.ensure_future(self._start(model, version, name))
+            launch = state not in ("DEPLOYING", "UNHEALTHY")
+            task = asyncio.ensure_future(self._start(model, version, name, launch=launch))
             self._starting[name] = task
         await asyncio.shield(task)
 
-    async def _start(self, model: str, version: int, name: str) -> None:
+    async def _start(self, model: str, version: int, name: str, *, launch: bool) -> None:
+        started = time.monotonic()
+        if launch:
+            await self._launch(model, version, name)
+        while (state := await self._state(name)) != "RUNNING":
+            if state == "DEPLOY_FAILED":
+                status = (await asyncio.to_thread(serve.status)).applications.get(name)
+                raise self._failed(name, _first_line(status.message if status else state))
+            if state is None and not launch:
+                raise self._failed(name, "its start was abandoned; deploy again")
+            if time.monotonic() - started > self._config.start_timeout_s:
+                raise self._failed(name, f"not serving after {self._config.start_timeout_s:g} s")
+            await asyncio.sleep(1.0)
+        log.info("vLLM engine %s serving after %.1f s", name, time.monotonic() - started)
+
+    async def _launch(self, model: str, version: int, name: str) -> None:
         python = self._config.environment / "bin" / "python"
         if not python.exists():
             raise Unavailable(
                 ErrorCode.BACKEND_UNAVAILABLE,
                 f"The LLM environment is not set up ({python} is missing): run scripts/setup-llm.",
             )
-        model_dir = await asyncio.to_thread(self._unpack, model, version)
+        try:
+            model_dir = await asyncio.to_thread(self._unpack, model, version)
+        except DomainError:
+            raise
+        except Exception as exc:  # the MLflow store, the disk
+            log.exception("unpacking %s version %d failed", model, version)
+            raise Unavailable(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"Version {version} of {model!r} could not be unpacked: {_first_line(exc)}",
+            ) from None
         config = engine_config(self._config, model, model_dir)
         from deployments.llm_launch import launch
 
         remote = ray.remote(num_cpus=0, max_retries=0, runtime_env=config["runtime_env"])(launch)
         log.info("starting the vLLM engine of %s version %d from %s", model, version, model_dir)
-        started = time.monotonic()
         try:
             await asyncio.wait_for(
                 asyncio.wrap_future(remote.remote(name, config).future()),
@@ -119,14 +154,6 @@ class VllmBackend:
             ) from None
         except Exception as exc:
             raise self._failed(name, _first_line(exc)) from None
-        while not self._running(name):
-            status = serve.status().applications.get(name)
-            if status is not None and str(status.status).endswith("DEPLOY_FAILED"):
-                raise self._failed(name, _first_line(status.message))
-            if time.monotonic() - started > self._config.start_timeout_s:
-                raise self._failed(name, f"not serving after {self._config.start_timeout_s:g} s")
-            await asyncio.sleep(1.0)
-        log.info("vLLM engine %s serving after %.1f s", name, time.monotonic() - started)
 
     def _failed(self, name: str, why: str) -> Unavailable:
         try:
@@ -137,9 +164,11 @@ class VllmBackend:
             ErrorCode.MODEL_LOAD_FAILED, f"The LLM engine {name} did not start: {why}"
         )
 
-    def _running(self, name: str) -> bool:
-        status = serve.status().applications.get(name)
-        return status is not None and str(status.status).endswith("RUNNING")
+    async def _state(self, name: str) -> str | None:
+        """The Serve application's status (RUNNING, DEPLOYING, ...), None when absent.
+        Asks Serve's controller in a thread: never on the ingress's event loop."""
+        status = (await asyncio.to_thread(serve.status)).applications.get(name)
+        return None if status is None else str(getattr(status.status, "value", status.status))
 
     def _unpack(self, model: str, version: int) -> Path:
         """The version's model directory (a Hugging Face layout with config.json)."""
@@ -170,31 +199,48 @@ class VllmBackend:
     async def stream(
         self, model: str, version: int, kind: str, body: dict[str, Any]
     ) -> AsyncIterator[Any]:
-        """See `LlmBackend.stream`."""
+        """See `LlmBackend.stream`.
+
+        Raises:
+            Unavailable: the engine is not running, or it failed under the request.
+        """
         name = app_name(model, version)
         handle = self._handles.get(name)
         if handle is None:
-            if not self._running(name):
+            if await self._state(name) != "RUNNING":
                 raise Unavailable(
                     ErrorCode.BACKEND_UNAVAILABLE,
                     f"The LLM engine of {model} version {version} is not running; redeploy it.",
                 )
-            deployment = f"{_DEPLOYMENT_PREFIX}{model}"
-            handle = serve.get_deployment_handle(deployment, name).options(stream=True)
-            self._handles[name] = handle
-        responses: Any = handle.openai.remote(kind, {**body, "model": model})
-        async for item in responses:
-            yield item
+        try:
+            if handle is None:
+                app = await asyncio.to_thread(serve.get_app_handle, name)
+                handle = self._handles[name] = app.options(stream=True)
+            responses: Any = handle.openai.remote(kind, {**body, "model": model})
+            async for item in responses:
+                yield item
+        except _ENGINE_GONE as exc:
+            self._handles.pop(name, None)
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"The LLM engine of {model} version {version} is not available "
+                f"({type(exc).__name__}); retry shortly.",
+            ) from None
 
     async def retire(self, model: str, keep: set[int]) -> None:
-        """See `LlmBackend.retire`."""
+        """See `LlmBackend.retire` (engines still starting are left alone: a deploy in
+        progress owns them)."""
         prefix = f"llm-{model}-v"
-        for name in list(serve.status().applications):
-            if name.startswith(prefix) and name[len(prefix) :].isdigit():
-                if int(name[len(prefix) :]) not in keep:
-                    log.info("stopping the unused LLM engine %s", name)
-                    self._handles.pop(name, None)
-                    serve.delete(name, _blocking=False)
+        applications = (await asyncio.to_thread(serve.status)).applications
+        for name, status in applications.items():
+            suffix = name[len(prefix) :]
+            if not (name.startswith(prefix) and suffix.isdigit()) or int(suffix) in keep:
+                continue
+            if str(getattr(status.status, "value", status.status)) == "DEPLOYING":
+                continue
+            log.info("stopping the unused LLM engine %s", name)
+            self._handles.pop(name, None)
+            await asyncio.to_thread(serve.delete, name, False)
 
 
 def _model_dir(root: Path) -> Path | None:

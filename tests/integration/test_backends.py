@@ -89,7 +89,11 @@ class Client:
 
 @pytest.fixture(scope="module")
 def client(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    env = {"ML_SERVING__STATS_FLUSH_S": "0.2", "ML_MONITORING__ENABLED": "false"}
+    env = {
+        "ML_SERVING__STATS_FLUSH_S": "0.2",
+        "ML_SERVING__DRAIN_WINDOW_S": "1",  # unused LLM engines retired after 1 s
+        "ML_MONITORING__ENABLED": "false",
+    }
     data = tmp_path_factory.mktemp("backends") / "data"
     with running_ml_app(data, env) as app, httpx.Client(base_url=app.url, timeout=60) as http:
         yield Client(app, http)

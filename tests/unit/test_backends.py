@@ -530,3 +530,38 @@ def test_a_stream_dropped_before_its_first_byte_is_recorded_not_ok() -> None:
 
     asyncio.run(scenario())
     assert recorder.events[-1] == ("finished", "tiny", "v1-vllm", False)
+
+
+def test_replaced_engines_are_retired_after_the_drain_delay_by_the_table_then() -> None:
+    engines = FakeEngines()
+    replaced = RoutingTable(
+        "tiny",
+        5,
+        SALT,
+        Strategy.REPLACE,
+        (
+            Variant("v2-vllm", 2, 100, Role.PRIMARY, Backend.VLLM),
+            Variant("v1-vllm", 1, 0, Role.PRIMARY, Backend.VLLM),  # kept for its stats
+        ),
+    )
+    backends = Backends(None, engines, Tables(replaced), retire_after_s=0.05)
+
+    async def scenario() -> list[tuple[str, set[int]]]:
+        await backends.settle("tiny", None)  # the table given now is not the one used
+        assert engines.retired == []
+        await asyncio.sleep(0.2)
+        return engines.retired
+
+    assert asyncio.run(scenario()) == [("tiny", {2})]
+
+
+def test_an_ab_test_cannot_mix_llm_and_other_variants() -> None:
+    from pydantic import ValidationError
+
+    from app.api.schemas.serving import DeployRequest
+
+    arms = [{"version": 1, "weight": 50, "backend": "vllm"}, {"version": 2, "weight": 50}]
+    with pytest.raises(ValidationError, match="cannot mix vllm"):
+        DeployRequest.model_validate({"strategy": "ab", "variants": arms})
+    both = [{**arm, "backend": "vllm"} for arm in arms]
+    assert DeployRequest.model_validate({"strategy": "ab", "variants": both}).variants

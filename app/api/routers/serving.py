@@ -22,6 +22,9 @@ from app.api.schemas.serving import (
 )
 from app.api.security import GuardedRoute, requires
 from app.core.access import Role
+from app.core.routing import RoutingTable
+from app.errors import DomainError, NotFound
+from app.ports import ServingControl
 
 router = APIRouter(tags=["serving"], route_class=GuardedRoute)
 
@@ -59,18 +62,31 @@ async def deploy(
     refused (409 `feature_contract_broken`) when the service no longer exists or its
     schema changed."""
     spec = body.to_domain()
+    model = await registry.get_model(model_id)  # 404 for an unknown model
     features = request.app.state.features
     if features is not None:
-        model = await registry.get_model(model_id)
         for version in model.versions:
             service = version.lineage.feature_service
             if version.version in spec.versions() and service:
                 signature = version.lineage.training.get("feature_signature")
                 await asyncio.to_thread(features.check_contract, service, signature)
-    await backends.prepare(model_id, spec)
-    view = await traffic.deploy(model_id, spec, principal.name)
+    known = {v.version for v in model.versions}
+    if all(v in known for v in spec.versions()):  # else the traffic actor answers 404
+        await backends.prepare(model_id, spec)
+    try:
+        view = await traffic.deploy(model_id, spec, principal.name)
+    except DomainError:  # refused: stop what was started for it, keep the rest
+        await backends.settle(model_id, await _current_table(traffic, model_id))
+        raise
     await backends.settle(model_id, view.table)
     return DeploymentPublic.of(view)
+
+
+async def _current_table(traffic: ServingControl, model_id: str) -> RoutingTable | None:
+    try:
+        return (await traffic.view(model_id)).table
+    except NotFound:
+        return None
 
 
 @router.get(

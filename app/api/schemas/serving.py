@@ -77,6 +77,12 @@ class DeployRequest(BaseModel):
         if self.strategy is Strategy.AB:
             if len(self.variants) < 2:
                 raise ValueError("an ab deployment needs at least two variants")
+            llm_arms = {a.backend is Backend.VLLM for a in self.variants}
+            if len(llm_arms) > 1:
+                raise ValueError(
+                    "an ab deployment cannot mix vllm variants (answering /llm/v1) with "
+                    "ray or triton ones (answering /predict)"
+                )
         elif self.version is None:
             raise ValueError(f"a {self.strategy.value} deployment needs a version")
         return self
