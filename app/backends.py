@@ -21,6 +21,8 @@ from app.prediction import RoutingSource
 
 log = logging.getLogger(__name__)
 
+_CATCH_UP_S = 30.0  # how long a delayed retirement waits for the replica's table copy
+
 
 class TritonBackend(Protocol):
     """The Triton server deployment, seen from the ingress."""
@@ -102,16 +104,29 @@ class Backends:
         if self.llm is None:
             return
         if self._tables is not None and self._retire_after_s > 0:
-            task = asyncio.ensure_future(self._retire_later(model))
+            task = asyncio.ensure_future(self._retire_later(model, table))
             self._later.add(task)
             task.add_done_callback(self._later.discard)
             return
         await self._retire(model, table)
 
-    async def _retire_later(self, model: str) -> None:
+    async def _retire_later(self, model: str, settled: RoutingTable | None) -> None:
+        """Retire by this replica's table once it has caught up with the one `settle` was
+        given (a newer one wins; given none, an undeploy: until the table is gone)."""
         await asyncio.sleep(self._retire_after_s)
         assert self._tables is not None
-        await self._retire(model, self._tables.get(model))
+        deadline = asyncio.get_running_loop().time() + _CATCH_UP_S
+        while True:
+            current = self._tables.get(model)
+            caught_up = (
+                current is None
+                if settled is None
+                else current is not None and current.revision >= settled.revision
+            )
+            if caught_up or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        await self._retire(model, current)
 
     async def _retire(self, model: str, table: RoutingTable | None) -> None:
         assert self.llm is not None

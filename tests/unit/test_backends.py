@@ -545,9 +545,12 @@ def test_replaced_engines_are_retired_after_the_drain_delay_by_the_table_then() 
         ),
     )
     backends = Backends(None, engines, Tables(replaced), retire_after_s=0.05)
+    older = RoutingTable(
+        "tiny", 4, SALT, Strategy.REPLACE, (Variant("v1-vllm", 1, 100, Role.PRIMARY, Backend.VLLM),)
+    )
 
     async def scenario() -> list[tuple[str, set[int]]]:
-        await backends.settle("tiny", None)  # the table given now is not the one used
+        await backends.settle("tiny", older)  # a newer table by then: that one decides
         assert engines.retired == []
         await asyncio.sleep(0.2)
         return engines.retired
