@@ -271,7 +271,13 @@ class LlmSettings(_Section):
     max_model_len: int | None = Field(
         default=None, ge=16, description="Context length (default: the model's own)."
     )
-    cpus_per_replica: float = Field(default=1.0, gt=0, description="CPUs of an engine replica.")
+    cpus_per_replica: float = Field(
+        default=0.25,
+        gt=0,
+        description="CPUs Ray reserves for an engine replica (accounting: vLLM's CPU engine "
+        "runs its own threads); small by default so an engine fits beside the service on "
+        "a 2-core machine.",
+    )
     kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (VLLM_CPU_KVCACHE_SPACE).")
     min_replicas: int = Field(default=1, ge=1, description="Autoscaling lower bound.")
     max_replicas: int = Field(default=1, ge=1, description="Autoscaling upper bound.")

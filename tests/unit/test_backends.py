@@ -105,7 +105,7 @@ def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> No
     config = engine_config(settings, "tiny", Path("/cache/tiny/2"))
     assert config["model_loading_config"] == {"model_id": "tiny", "model_source": "/cache/tiny/2"}
     assert config["accelerator_config"] == {"kind": "cpu"}
-    assert config["placement_group_config"] == {"bundles": [{"CPU": 1.0}]}
+    assert config["placement_group_config"] == {"bundles": [{"CPU": 0.25}]}
     assert config["engine_kwargs"] == {"enforce_eager": True, "dtype": "auto"}
     runtime = config["runtime_env"]
     assert runtime["py_executable"] == "/x/.venv-llm/bin/python"
