@@ -50,6 +50,13 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal_error"
 
 
+def first_line(error: object, limit: int = 300) -> str:
+    """The first line of an error's message (its type when empty), for a client's detail
+    or a log line; the whole message belongs in the service log."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One failing input field: where it is, what is wrong, and a machine-readable kind."""

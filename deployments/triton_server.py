@@ -33,7 +33,7 @@ import numpy as np
 
 from app.adapters.triton_export import ExportedModel, RepositoryOptions, export_version
 from app.core.model_io import RowBlock, plain_rows
-from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, UpstreamFailed
+from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, UpstreamFailed, first_line
 from app.logs import configure_logging
 from app.settings import Settings
 
@@ -77,7 +77,7 @@ class TritonServer:
             try:
                 self._url = self._start_server()
             except Exception as exc:  # the health check fails: Serve retries the replica
-                self._failed = f"tritonserver did not start: {_first_line(exc)}"
+                self._failed = f"tritonserver did not start: {first_line(exc)}"
                 log.error(self._failed)
                 self._url = ""
 
@@ -208,7 +208,7 @@ class TritonServer:
             log.exception("exporting %s failed", model_id)
             raise Unavailable(
                 ErrorCode.MODEL_LOAD_FAILED,
-                f"Version {version} of {name!r} could not be exported: {_first_line(exc)}",
+                f"Version {version} of {name!r} could not be exported: {first_line(exc)}",
                 model=name,
                 version=version,
             ) from None
@@ -218,7 +218,7 @@ class TritonServer:
             self._alive()
             raise Unavailable(
                 ErrorCode.MODEL_LOAD_FAILED,
-                f"Triton did not load version {version} of {name!r}: {_first_line(exc)}",
+                f"Triton did not load version {version} of {name!r}: {first_line(exc)}",
                 model=name,
                 version=version,
             ) from None
@@ -279,12 +279,12 @@ class TritonServer:
                 return await self._infer(model, array, retry=False)
             if "UNAVAILABLE" in text or "DEADLINE" in text or "Deadline" in text:
                 raise Unavailable(
-                    ErrorCode.BACKEND_UNAVAILABLE, f"Triton did not answer: {_first_line(exc)}"
+                    ErrorCode.BACKEND_UNAVAILABLE, f"Triton did not answer: {first_line(exc)}"
                 ) from None
             log.warning("Triton failed on %s: %s", model.triton_name, exc)
             raise UpstreamFailed(
                 ErrorCode.PREDICTION_FAILED,
-                f"Triton failed on this input for {model.triton_name}: {_first_line(exc)}",
+                f"Triton failed on this input for {model.triton_name}: {first_line(exc)}",
                 model=model.triton_name,
             ) from None
         return result.as_numpy("OUTPUT__0")
@@ -366,7 +366,3 @@ def _python_libdir(env_dir: Path) -> str:
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

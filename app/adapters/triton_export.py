@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import ErrorCode, InvalidInput, NotFound
+from app.errors import ErrorCode, InvalidInput, NotFound, first_line
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def _export(
             traced = torch.jit.trace(network, sample, check_trace=True)
     except Exception as exc:
         log.warning("cannot export %s version %d: %s", model, version, exc)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise _not_exportable(model, version, f"TorchScript tracing failed ({first})") from None
+        why = f"TorchScript tracing failed ({first_line(exc, 200)})"
+        raise _not_exportable(model, version, why) from None
     if not isinstance(output, torch.Tensor):
         raise _not_exportable(model, version, "the network does not return one tensor")
     exported = ExportedModel(name, int(array.shape[1]), columns, tuple(output.shape[1:]))

@@ -21,7 +21,7 @@ import ray
 import ray.serve.exceptions as serve_errors
 from ray import serve
 
-from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable
+from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, first_line
 from app.settings import LlmSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class VllmBackend:
         while (state := await self._state(name)) != "RUNNING":
             if state == "DEPLOY_FAILED":
                 status = (await asyncio.to_thread(serve.status)).applications.get(name)
-                raise self._failed(name, _first_line(status.message if status else state))
+                raise self._failed(name, first_line(status.message if status else state))
             if state is None and not launch:
                 raise self._failed(name, "its start was abandoned; deploy again")
             if time.monotonic() - started > self._config.start_timeout_s:
@@ -136,7 +136,7 @@ class VllmBackend:
             log.exception("unpacking %s version %d failed", model, version)
             raise Unavailable(
                 ErrorCode.MODEL_LOAD_FAILED,
-                f"Version {version} of {model!r} could not be unpacked: {_first_line(exc)}",
+                f"Version {version} of {model!r} could not be unpacked: {first_line(exc)}",
             ) from None
         config = engine_config(self._config, model, model_dir)
         from deployments.llm_launch import launch
@@ -153,7 +153,7 @@ class VllmBackend:
                 name, f"not serving after {self._config.start_timeout_s:g} s"
             ) from None
         except Exception as exc:
-            raise self._failed(name, _first_line(exc)) from None
+            raise self._failed(name, first_line(exc)) from None
 
     def _failed(self, name: str, why: str) -> Unavailable:
         try:
@@ -248,7 +248,3 @@ def _model_dir(root: Path) -> Path | None:
         return None
     configs = sorted(root.rglob("config.json"))
     return next((p.parent for p in configs if (p.parent / "tokenizer_config.json").exists()), None)
-
-
-def _first_line(exc: object) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
