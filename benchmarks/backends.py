@@ -123,6 +123,7 @@ def stream_once(
 def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
     import mlflow
 
+    from app.adapters.vllm_backend import cpu_dtype
     from app.core.access import Role
     from app.llm.registry_model import log_llm
     from app.llm.tiny import build_tiny_llama
@@ -160,7 +161,7 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
             str(port),
             "--enforce-eager",
             "--dtype",
-            "auto",
+            cpu_dtype(ROOT / ".venv-llm"),  # what the service's engine runs here too
         ],
         env=env,
         stdout=subprocess.DEVNULL,

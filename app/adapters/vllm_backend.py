@@ -42,6 +42,28 @@ def app_name(model: str, version: int) -> str:
     return f"llm-{model}-v{version}"
 
 
+CPU_DTYPE_FILE = ".ml-service-cpu-dtype"  # written by scripts/setup-llm (deployments.llm_probe)
+
+
+def cpu_dtype(environment: Path) -> str:
+    """The dtype vLLM's CPU engine runs on this machine, as `scripts/setup-llm` probed it
+    in the LLM environment: `bfloat16` (vLLM's CPU default) where a bfloat16 generation
+    worked, else `float32` (some CPUs kill the engine with SIGILL in bfloat16). An
+    environment that was never probed gets `float32`, which runs everywhere."""
+    try:
+        found = (environment / CPU_DTYPE_FILE).read_text().strip()
+    except OSError:
+        return "float32"
+    return found if found in ("bfloat16", "float32") else "float32"
+
+
+def engine_dtype(config: LlmSettings) -> str:
+    """The engine's dtype: the configured one, or for `auto` on CPU what the probe found."""
+    if config.dtype != "auto" or config.device != "cpu":
+        return config.dtype
+    return cpu_dtype(config.environment)
+
+
 def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str, Any]:
     """The `LLMConfig` (as a dict) of a version's engine."""
     python = config.environment / "bin" / "python"
@@ -50,7 +72,7 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
         "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib),
     }
     eager = config.device == "cpu" if config.enforce_eager is None else config.enforce_eager
-    engine: dict[str, Any] = {"enforce_eager": eager, "dtype": config.dtype}
+    engine: dict[str, Any] = {"enforce_eager": eager, "dtype": engine_dtype(config)}
     if config.max_model_len is not None:
         engine["max_model_len"] = config.max_model_len
     if config.device == "gpu":

@@ -18,7 +18,7 @@ import pytest
 
 from app.adapters.serve_invoker import BackendInvoker
 from app.adapters.triton_export import ExportedModel, RepositoryOptions, config_pbtxt, triton_name
-from app.adapters.vllm_backend import app_name, engine_config
+from app.adapters.vllm_backend import CPU_DTYPE_FILE, app_name, engine_config
 from app.backends import Backends
 from app.core.deployment import Arm, DeploySpec
 from app.core.feedback import PredictionRef
@@ -102,11 +102,11 @@ def test_an_llm_version_runs_as_its_own_application() -> None:
 
 def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> None:
     settings = LlmSettings(device="cpu", environment=Path("/x/.venv-llm"))
-    config = engine_config(settings, "tiny", Path("/cache/tiny/2"))
+    config = engine_config(settings, "tiny", Path("/cache/tiny/2"))  # never probed: float32
     assert config["model_loading_config"] == {"model_id": "tiny", "model_source": "/cache/tiny/2"}
     assert config["accelerator_config"] == {"kind": "cpu"}
     assert config["placement_group_config"] == {"bundles": [{"CPU": 0.25}]}
-    assert config["engine_kwargs"] == {"enforce_eager": True, "dtype": "auto"}
+    assert config["engine_kwargs"] == {"enforce_eager": True, "dtype": "float32"}
     runtime = config["runtime_env"]
     assert runtime["py_executable"] == "/x/.venv-llm/bin/python"
     assert runtime["env_vars"]["PYTHONPATH"] == str(PROJECT_ROOT)
@@ -116,6 +116,26 @@ def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> No
         "max_replicas": 1,
         "target_ongoing_requests": 16,
     }
+
+
+@pytest.mark.parametrize(
+    ("probed", "expected"),
+    [
+        ("bfloat16\n", "bfloat16"),
+        ("float32\n", "float32"),
+        ("garbage", "float32"),
+        (None, "float32"),
+    ],
+)
+def test_a_cpu_engine_runs_the_dtype_the_machine_was_probed_for(
+    tmp_path: Path, probed: str | None, expected: str
+) -> None:
+    if probed is not None:
+        (tmp_path / CPU_DTYPE_FILE).write_text(probed)
+    settings = LlmSettings(device="cpu", environment=tmp_path)
+    assert engine_config(settings, "tiny", Path("/m"))["engine_kwargs"]["dtype"] == expected
+    explicit = LlmSettings(device="cpu", environment=tmp_path, dtype="bfloat16")
+    assert engine_config(explicit, "tiny", Path("/m"))["engine_kwargs"]["dtype"] == "bfloat16"
 
 
 def test_a_gpu_engine_asks_for_one_gpu_a_replica_and_passes_the_engine_settings() -> None:
