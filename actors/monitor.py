@@ -10,31 +10,33 @@ window with the version's training reference (`app.core.drift`), and applies
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
-from app.adapters.prediction_log import prune_log, read_window
-from app.core.drift import PREDICTION, FeatureDrift, Reference, Thresholds, compare
+from app.core.drift import FeatureDrift, Reference, Thresholds, compare
 from app.core.monitoring import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
     Alert,
     AlertState,
     Delivery,
     MonitoringPolicy,
     Window,
     assess,
-    sign,
 )
 from app.errors import ErrorCode, NotFound
-from app.logs import configure_logging
-from app.ports import MonitorStore
-from app.settings import MonitoringSettings, Settings, settings_fingerprint
+from app.jobs.spec import TrainingSpec
+from app.ports.monitoring import (
+    AlertDelivery,
+    DriftGauges,
+    DriftReferences,
+    MonitorStore,
+    PredictionWindows,
+)
+from app.ports.training import JobSubmitter
+from app.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,46 +48,45 @@ class Monitor:
     """Drift evaluation, alerts, webhooks and retraining for every monitored model.
 
     Args:
-        settings: resolved settings.
-        store: the state store (built from settings when omitted).
-        references: `get(model, version) -> Reference | None` (MLflow by default).
-        jobs: `TrainingJobs` for retraining (built on first use by default).
+        config: the monitoring settings (the default policy, periods, retention).
+        store: the durable monitoring state (the service database).
+        references: each version's drift reference (MLflow).
+        predictions: the prediction log, as monitoring reads it (the file storage).
+        jobs: submits retraining jobs.
+        delivery: sends alerts to webhooks.
+        gauges: drift scores as metrics (None: not exported).
         clock: epoch seconds.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        config: MonitoringSettings,
         *,
-        store: MonitorStore | None = None,
-        references: Any = None,
-        jobs: Any = None,
+        store: MonitorStore,
+        references: DriftReferences,
+        predictions: PredictionWindows,
+        jobs: JobSubmitter,
+        delivery: AlertDelivery,
+        gauges: DriftGauges | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        configure_logging(settings.log_level)
-        self._settings = settings
-        self._config = settings.monitoring
-        self._fingerprint = settings_fingerprint(settings)
-        self._store = store or _default_store(settings)
-        self._references = references or _default_references(settings)
+        self._config = config
+        self._store = store
+        self._references = references
+        self._log = predictions
         self._jobs = jobs
+        self._delivery = delivery
+        self._gauges = gauges
         self._clock = clock
         self._policies = self._store.policies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
         self._gauge_task: asyncio.Task[None] | None = None
-        self._gauges: Any = None
-        self._latest: dict[tuple[str, str, str], tuple[float | None, float | None, bool]] = {}
-        self._shares: dict[tuple[str, str], dict[str, float]] = {}
         log.info("monitor loaded: %d policy(ies)", len(self._policies))
-
-    def settings_fingerprint(self) -> str:
-        """The settings this actor runs with (the builder replaces a stale one)."""
-        self._start()
-        return self._fingerprint
 
     def ping(self) -> bool:
         """Liveness, for the health probe."""
+        self._start()
         return True
 
     # -- policies ---------------------------------------------------------------------
@@ -122,7 +123,7 @@ class Monitor:
             now = self._clock()
             since = now - policy.window_s
             out = {}
-            for version in await asyncio.to_thread(_logged_versions, self._config, model):
+            for version in await asyncio.to_thread(self._log.versions, model):
                 evaluation = await self._evaluate_version(model, version, policy, since, now)
                 if evaluation is not None:
                     out[version] = evaluation
@@ -131,11 +132,7 @@ class Monitor:
     async def _evaluate_version(
         self, model: str, version: int, policy: MonitoringPolicy, since: float, now: float
     ) -> dict[str, Any] | None:
-
-        assert self._config.log_dir is not None  # resolved
-        frame = await asyncio.to_thread(
-            read_window, self._config.log_dir, model, version, since, now
-        )
+        frame = await asyncio.to_thread(self._log.window, model, version, since, now)
         if frame.empty:
             return None
         window = Window(since, now, len(frame))
@@ -148,7 +145,11 @@ class Monitor:
         results = await asyncio.to_thread(compare, reference, columns, policy.thresholds)
         body = drift_body(results, window)
         self._store.save_drift(model, version, now, body)
-        self._export(model, version, results)
+        if self._gauges is not None:
+            try:
+                self._gauges.export(model, version, results)
+            except Exception:  # metrics must never fail an evaluation
+                log.warning("drift gauges not published", exc_info=True)
         await self._alert(model, version, results, window, policy, now)
         return body
 
@@ -191,8 +192,6 @@ class Monitor:
             )
 
     async def _retrain(self, alert: Alert, policy: MonitoringPolicy) -> Alert:
-        from app.api.schemas.training import TrainingSpec
-
         assert policy.retrain is not None
         trigger = {
             "alert_id": alert.id,
@@ -200,7 +199,7 @@ class Monitor:
         }
         try:
             spec = TrainingSpec.model_validate({**policy.retrain.spec, "trigger": trigger})
-            job = await self._training_jobs().submit(spec, MONITOR_ACTOR)
+            job = await self._jobs.submit(spec, MONITOR_ACTOR)
             job_id = job.record.job_id
             self._store.add_retrain(alert.model, job_id, alert.id, self._clock())
         except Exception as exc:
@@ -210,35 +209,8 @@ class Monitor:
         return replace(alert, retraining_job=job_id)
 
     async def _deliver(self, alert: Alert, policy: MonitoringPolicy) -> Alert:
-        import httpx
-
         assert policy.webhook_url
-        body = json.dumps({"event": "alert.opened", "alert": alert.to_dict()}).encode()
-        timestamp = str(int(self._clock()))
-        headers = {"content-type": "application/json", TIMESTAMP_HEADER: timestamp}
-        secret = self._config.webhook_secret
-        if secret is not None:
-            headers[SIGNATURE_HEADER] = sign(secret.get_secret_value(), timestamp, body)
-        detail = ""
-        async with httpx.AsyncClient(timeout=self._config.webhook_timeout_s) as http:
-            for attempt in range(1, self._config.webhook_attempts + 1):
-                try:
-                    response = await http.post(policy.webhook_url, content=body, headers=headers)
-                    if response.status_code < 300:
-                        return replace(
-                            alert,
-                            delivery=Delivery.DELIVERED,
-                            delivery_detail=f"HTTP {response.status_code}",
-                        )
-                    detail = f"HTTP {response.status_code}"
-                except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                    detail = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "webhook for alert %s: attempt %d failed (%s)", alert.id, attempt, detail
-                )
-                if attempt < self._config.webhook_attempts:
-                    await asyncio.sleep(min(2.0**attempt * 0.25, 5.0))
-        return replace(alert, delivery=Delivery.FAILED, delivery_detail=detail[:500])
+        return await self._delivery.deliver(alert, policy.webhook_url)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -280,7 +252,7 @@ class Monitor:
             await asyncio.sleep(self._config.evaluate_every_s)
             models: list[str] = []
             try:
-                models = await asyncio.to_thread(_logged_models, self._config)
+                models = await asyncio.to_thread(self._log.models)
             except Exception:
                 log.exception("prediction log not listed; retrying next period")
             for model in models:
@@ -292,9 +264,8 @@ class Monitor:
                     log.exception("evaluation of %s failed; retrying next period", model)
             try:
                 await self._redeliver()
-                assert self._config.log_dir is not None  # resolved
                 cutoff = self._clock() - self._config.log_retention_s
-                removed = await asyncio.to_thread(prune_log, self._config.log_dir, cutoff)
+                removed = await asyncio.to_thread(self._log.prune, cutoff)
                 if removed:
                     log.info("prediction log: removed %d file(s) past retention", removed)
             except asyncio.CancelledError:
@@ -313,71 +284,11 @@ class Monitor:
     async def _refresh_gauges(self) -> None:
         while True:
             await asyncio.sleep(_GAUGE_REFRESH_S)
-            if self._latest or self._shares:
+            if self._gauges is not None:
                 try:
-                    self._publish()
+                    self._gauges.refresh()
                 except Exception:
                     log.warning("drift gauges not published", exc_info=True)
-
-    def _training_jobs(self) -> Any:
-        if self._jobs is None:
-            from app.adapters.named_actor import NamedActor
-            from app.adapters.registry_actor_client import ActorModelRegistry
-            from app.bootstrap import training_jobs
-
-            registry = NamedActor(
-                self._settings.registry.actor_name, self._settings.registry.namespace
-            )
-            self._jobs = training_jobs(self._settings, ActorModelRegistry(registry.handle()))
-        return self._jobs
-
-    def _export(self, model: str, version: int, results: list[FeatureDrift]) -> None:
-        """Keep the latest drift scores for the Prometheus gauges (see `_publish`)."""
-        for result in results:
-            key = (model, str(version), result.feature)
-            self._latest[key] = (result.psi, result.ks_statistic, result.drifted)
-            if result.feature == PREDICTION:  # the prediction distribution, per bin
-                shares = dict(zip(result.bin_labels, result.current_hist, strict=False))
-                self._shares[(model, str(version))] = shares
-        try:
-            self._publish()
-        except Exception:  # metrics must never fail an evaluation
-            log.warning("drift gauges not published", exc_info=True)
-
-    def _publish(self) -> None:
-        """Set the drift gauges (Ray's metrics endpoint) to the latest scores. Ray drops a
-        gauge value that is not set again within a few export periods: `_run` calls this
-        every `_GAUGE_REFRESH_S`."""
-        if self._gauges is None:
-            from ray.util.metrics import Gauge
-
-            keys = ("model", "version", "feature")
-            self._gauges = {
-                "psi": Gauge("mlservice_drift_psi", "PSI per feature (last window)", keys),
-                "ks": Gauge(
-                    "mlservice_drift_ks_statistic", "KS statistic per numeric feature", keys
-                ),
-                "drifted": Gauge(
-                    "mlservice_drift_detected", "1 if the feature drifted in the last window", keys
-                ),
-                "share": Gauge(
-                    "mlservice_prediction_share",
-                    "Share of the last window's predictions per bin (the reference's deciles)",
-                    ("model", "version", "bin"),
-                ),
-            }
-        for (model, version, feature), (psi, ks, drifted) in self._latest.items():
-            tags = {"model": model, "version": version, "feature": feature}
-            if psi is not None:
-                self._gauges["psi"].set(psi, tags)
-            if ks is not None:
-                self._gauges["ks"].set(ks, tags)
-            self._gauges["drifted"].set(1.0 if drifted else 0.0, tags)
-        for (model, version), shares in self._shares.items():
-            for label, share in shares.items():
-                ascii_label = label.encode("ascii", "replace").decode()  # Ray's tags: ASCII
-                tags = {"model": model, "version": version, "bin": ascii_label}
-                self._gauges["share"].set(share, tags)
 
 
 def default_policy(config: MonitoringSettings) -> MonitoringPolicy:
@@ -398,8 +309,6 @@ def default_policy(config: MonitoringSettings) -> MonitoringPolicy:
 
 def drift_body(results: list[FeatureDrift], window: Window) -> dict[str, Any]:
     """An evaluation as stored and served."""
-    from dataclasses import asdict
-
     return {
         "window": _window_dict(window),
         "reference": True,
@@ -410,33 +319,3 @@ def drift_body(results: list[FeatureDrift], window: Window) -> dict[str, Any]:
 
 def _window_dict(window: Window) -> dict[str, Any]:
     return {"start": window.start, "end": window.end, "rows": window.rows}
-
-
-def _logged_models(config: MonitoringSettings) -> list[str]:
-    assert config.log_dir is not None
-    if not config.log_dir.is_dir():
-        return []
-    return sorted(p.name.removeprefix("model=") for p in config.log_dir.glob("model=*"))
-
-
-def _logged_versions(config: MonitoringSettings, model: str) -> list[int]:
-    assert config.log_dir is not None
-    directory = config.log_dir / f"model={model}"
-    if not directory.is_dir():
-        return []
-    names = (p.name.removeprefix("version=") for p in directory.glob("version=*"))
-    return sorted(int(name) for name in names if name.isdigit())
-
-
-def _default_store(settings: Settings) -> MonitorStore:
-    from app.adapters.monitor_store import SqlMonitorStore
-
-    assert settings.state.database_url  # resolved
-    return SqlMonitorStore(settings.state.database_url)
-
-
-def _default_references(settings: Settings) -> Any:
-    from app.adapters.mlflow_references import MlflowReferences
-
-    assert settings.mlflow.tracking_uri  # resolved
-    return MlflowReferences(settings.mlflow.tracking_uri)

@@ -13,74 +13,61 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from app.core.abtest import AbTestConfig, Verdict
+from actors.traffic_stats import TrafficStats
 from app.core.audit import EventType
-from app.core.canary import Action, Phase, Rollout, judge_step
+from app.core.canary import Action, Phase, Rollout, advance, judge_step, refuse_during_rollout
 from app.core.deployment import DeploymentView, DeploySpec, ServingBatch, plan, step_table
-from app.core.feedback import Feedback, PredictionRef, outcome_of
-from app.core.gates import Evidence
+from app.core.feedback import Feedback
 from app.core.lifecycle import ModelStage
+from app.core.promotion_evidence import EvidenceRequest, ServingFacts, evidence_request
 from app.core.routing import RoutingTable
-from app.core.serving_evidence import IntegrationRule, ab_evidence, drain, integration, verdicts
-from app.core.serving_stats import VariantStats, merge_all
-from app.errors import Conflict, ErrorCode, InvalidInput, NotFound
-from app.logs import configure_logging
-from app.ports import TrafficStore
-from app.settings import Settings, settings_fingerprint
+from app.core.serving_stats import VariantStats
+from app.errors import ErrorCode, InvalidInput, NotFound
+from app.ports.registry import ModelRegistry
+from app.ports.serving import QualityGauges, TrafficStore
+from app.settings import ServingSettings
 
 log = logging.getLogger(__name__)
-
-_REFS_IN_MEMORY = 100_000
-_STALE_INFLIGHT_FACTOR = 5.0
 
 
 class Traffic:
     """Routing tables, stats, feedback, verdicts and rollouts for every deployed model.
 
     Args:
-        settings: resolved settings.
-        store: the state store (built from settings when omitted).
-        registry: an object with async `get_model(name)` and `record(...)` (by default the
-            registry actor, found by name).
+        config: the serving settings (A/B tests, canaries, evidence rules).
+        store: the durable serving state (the service database).
+        registry: the registry (the registry actor's client): versions and stages, the
+            audit log, promotions when a canary completes.
+        gauges: quality from feedback as metrics (None: not exported).
         clock: epoch seconds.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        config: ServingSettings,
         *,
-        store: TrafficStore | None = None,
-        registry: Any = None,
+        store: TrafficStore,
+        registry: ModelRegistry,
+        gauges: QualityGauges | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        configure_logging(settings.log_level)
-        self._config = settings.serving
-        self._fingerprint = settings_fingerprint(settings)
-        self._store = store or _default_store(settings)
-        self._registry = registry or _RegistryClient(settings)
+        self._config = config
+        self._store = store
+        self._registry = registry
         self._clock = clock
         state = self._store.load()
         self._tables = dict(state.tables)
         self._rollouts = dict(state.rollouts)
-        self._stats = {m: dict(v) for m, v in state.stats.items()}
-        self._p_values = dict(state.p_values)
-        self._starts = {k: dict(v) for k, v in state.starts.items()}
+        self._stats = TrafficStats(config, store, state, clock, gauges)
         self._revision = max((t.revision for t in self._tables.values()), default=0)
         self._epoch = secrets.token_hex(6)
-        self._inflight: dict[str, dict[str, dict[str, tuple[int, float]]]] = {}
-        self._shadow: dict[str, dict[str, tuple[int, int]]] = {}
-        self._refs: OrderedDict[str, PredictionRef] = OrderedDict()
-        self._pending = self._store.pending_count()
         self._lock = asyncio.Lock()
         self._changed: asyncio.Event | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._gauges: Any = None
         log.info(
             "traffic loaded: %d routing table(s), %d rollout(s)",
             len(self._tables),
@@ -114,15 +101,13 @@ class Traffic:
             NotFound: the model is not deployed (`not_deployed`).
         """
         table = self._table(model)
-        stats = dict(self._stats.get(model, {}))
-        now = self._clock()
         return DeploymentView(
             table=table,
             rollout=self._rollouts.get(model),
-            stats=stats,
-            inflight=self._inflight_of(model, now),
-            shadow=dict(self._shadow.get(model, {})),
-            verdicts=tuple(self._look(model)),
+            stats=self._stats.of(model),
+            inflight=self._stats.inflight(model),
+            shadow=self._stats.shadow(model),
+            verdicts=tuple(self._stats.verdicts(table)),
         )
 
     async def deploy(self, model: str, spec: DeploySpec, actor: str) -> DeploymentView:
@@ -147,26 +132,21 @@ class Traffic:
             if stages[version] is ModelStage.ARCHIVED:
                 raise InvalidInput.for_field("version", f"version {version} is archived")
         async with self._lock:
-            _refuse_during_rollout(self._rollouts.get(model))
-            now = datetime.now(UTC)
-            stats = self._stats.get(model, {})
+            refuse_during_rollout(self._rollouts.get(model))
             table, rollout = plan(
                 model,
                 spec,
                 self._tables.get(model),
                 self._revision + 1,
-                now,
+                datetime.now(UTC),
                 secrets.token_hex(8),
                 actor,
-                stats,
+                self._stats.of(model),
             )
-            start = None
-            if table.experiment and (model, table.experiment) not in self._starts:
-                # A/B statistics count from the start of the experiment only.
-                start = {v.name: stats.get(v.name, VariantStats()) for v in table.variants}
+            start = self._stats.experiment_start(table)  # A/B stats count from here on
             await asyncio.to_thread(self._store.save_table, table, model, rollout, True, start)
             if start is not None:
-                self._starts[(model, table.experiment)] = start
+                self._stats.started(table, start)
             self._publish(table, rollout, clear_rollout=True)
             if rollout is not None:
                 self._control(model)
@@ -199,92 +179,26 @@ class Traffic:
     async def record(self, batch: ServingBatch) -> None:
         """Merge one ingress replica's flush: stats, in-flight counts, references, shadows."""
         self._start()
-        now = self._clock()
-        for model, increments in batch.stats.items():
-            self._stats[model] = merge_all(self._stats.get(model, {}), increments)
-        for model, counts in batch.inflight.items():
-            per_variant = self._inflight.setdefault(model, {})
-            for variant, count in counts.items():
-                per_variant.setdefault(variant, {})[batch.replica] = (count, now)
-        for model, comparisons in batch.shadow.items():
-            mine = self._shadow.setdefault(model, {})
-            for variant, (compared, agreed) in comparisons.items():
-                seen, same = mine.get(variant, (0, 0))
-                mine[variant] = (seen + compared, same + agreed)
-        if batch.refs:
-            await asyncio.to_thread(self._store.add_refs, batch.refs)
-            for ref in batch.refs:
-                self._remember(ref)
-            if self._pending:  # only look for early feedback when some is waiting
-                pending = await asyncio.to_thread(
-                    self._store.pending_feedback, [r.request_id for r in batch.refs]
-                )
-                for feedback in pending:
-                    await self._join(self._refs[feedback.request_id], feedback, pending=True)
+        await self._stats.record(batch)
 
     async def feedback(self, items: list[Feedback]) -> list[str]:
         """Attach ground truth to earlier predictions; per item: recorded, pending (its
         prediction is not known yet) or duplicate."""
-        statuses = []
-        for item in items:
-            exists, _ = await asyncio.to_thread(self._store.feedback_value, item.request_id)
-            if exists:
-                statuses.append("duplicate")
-                continue
-            ref = self._refs.get(item.request_id) or await asyncio.to_thread(
-                self._store.ref, item.request_id
-            )
-            if ref is None:
-                await asyncio.to_thread(self._store.add_feedback, item, None, self._clock())
-                self._pending += 1
-                statuses.append("pending")
-                continue
-            await self._join(ref, item, pending=False)
-            statuses.append("recorded")
-        return statuses
+        return await self._stats.feedback(items)
 
-    # -- evidence for the registry ----------------------------------------------------
-
-    def integration_evidence(self, model: str, version: int) -> Evidence | None:
-        """See `ServingEvidence.integration`."""
-        rule = IntegrationRule(
-            self._config.integration_min_requests, self._config.integration_max_error_rate
-        )
-        return integration(self._tables.get(model), version, self._stats.get(model, {}), rule)
-
-    def ab_evidence(self, model: str, candidate: int, baseline: int | None) -> Evidence | None:
-        """See `ServingEvidence.ab_verdict`."""
-        for verdict in self._look(model):
-            table = self._tables[model]
-            cand, base = table.variant(verdict.candidate), table.variant(verdict.baseline)
-            if (
-                cand
-                and base
-                and cand.version == candidate
-                and (baseline is None or base.version == baseline)
-            ):
-                return ab_evidence(verdict)
-        return None
-
-    def traffic_evidence(self, model: str, version: int) -> Evidence | None:
-        """See `ServingEvidence.traffic`."""
-        now = self._clock()
-        return drain(
-            self._tables.get(model),
-            version,
-            self._stats.get(model, {}),
-            self._inflight_of(model, now),
-            now,
-            self._config.drain_window_s,
+    def serving_facts(self, model: str, request: EvidenceRequest) -> ServingFacts:
+        """See `ServingEvidence.facts`: integration checks, A/B verdicts and drain states."""
+        table = self._tables.get(model)
+        return ServingFacts(
+            request,
+            {v: self._stats.integration(table, v) for v in request.integration},
+            {(c, b): self._stats.ab(table, c, b) for c, b in request.ab_tests},
+            {v: self._stats.drained(model, table, v) for v in request.traffic},
         )
 
     def ping(self) -> bool:
         """Liveness."""
         return True
-
-    def settings_fingerprint(self) -> str:
-        """Which settings this actor runs with (the builder replaces it when they change)."""
-        return self._fingerprint
 
     # -- internals --------------------------------------------------------------------
 
@@ -294,7 +208,7 @@ class Traffic:
         if self._changed is not None:
             return
         self._changed = asyncio.Event()
-        self._tasks["__stats__"] = asyncio.ensure_future(self._persist_stats())
+        self._tasks["__stats__"] = asyncio.ensure_future(self._stats.persist())
         for model, rollout in self._rollouts.items():
             if rollout.phase is Phase.PROGRESSING:
                 self._control(model)
@@ -319,7 +233,7 @@ class Traffic:
             rollout, table = self._rollouts.get(model), self._tables.get(model)
             if rollout is None or table is None or rollout.phase is not Phase.PROGRESSING:
                 return False
-            stats = self._stats.get(model, {})
+            stats = self._stats.of(model)
             now = self._clock()
             judgement = judge_step(
                 rollout.plan,
@@ -329,7 +243,7 @@ class Traffic:
             )
             if judgement.action is Action.HOLD:
                 return True
-            rollout, kind = _next_rollout(rollout, judgement.action, judgement.reason, stats, now)
+            rollout, kind = advance(rollout, judgement.action, judgement.reason, stats, now)
             table = step_table(table, rollout, self._revision + 1, datetime.now(UTC))
             await asyncio.to_thread(self._store.save_table, table, model, rollout)
             self._publish(table, rollout)
@@ -351,7 +265,13 @@ class Traffic:
 
     async def _promote(self, model: str, version: int) -> None:
         try:
-            await self._registry.promote(model, version, ModelStage.PRODUCTION, "canary-controller")
+            view = await self._registry.get_model(model)
+            stages = [(v.version, v.stage) for v in view.versions]
+            request = evidence_request(stages, version, ModelStage.PRODUCTION)
+            facts = self.serving_facts(model, request)
+            await self._registry.promote(
+                model, version, ModelStage.PRODUCTION, "canary-controller", facts
+            )
         except Exception as exc:
             log.warning(
                 "canary of %s completed; promotion of v%s refused: %s",
@@ -359,66 +279,6 @@ class Traffic:
                 version,
                 getattr(exc, "message", type(exc).__name__),
             )
-
-    async def _persist_stats(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.stats_persist_s)
-            try:
-                await asyncio.to_thread(self._store.save_stats, dict(self._stats))
-            except Exception:
-                log.exception("could not store serving stats")
-            try:
-                self._quality_gauges().publish(self._stats)
-            except Exception:
-                log.warning("quality gauges not published", exc_info=True)
-
-    def _quality_gauges(self) -> Any:
-        if self._gauges is None:
-            from app.adapters.serve_metrics import QualityGauges
-
-            self._gauges = QualityGauges()
-        return self._gauges
-
-    async def _join(self, ref: PredictionRef, item: Feedback, *, pending: bool) -> None:
-        try:
-            value = outcome_of(ref, item)
-        except InvalidInput as exc:
-            log.warning("feedback for %s ignored: %s", item.request_id, exc.message)
-            return
-        variants = self._stats.setdefault(ref.model, {})
-        variants[ref.variant] = variants.get(ref.variant, VariantStats()).with_outcome(value)
-        if pending:
-            await asyncio.to_thread(self._store.join_feedback, item.request_id, value)
-            self._pending = max(0, self._pending - 1)
-        else:
-            await asyncio.to_thread(self._store.add_feedback, item, value, self._clock())
-
-    def _look(self, model: str) -> list[Verdict]:
-        """The A/B verdicts now; each look lowers the stored running p-values."""
-        table = self._tables.get(model)
-        if table is None:
-            return []
-        known = {
-            c: p for (m, e, c), p in self._p_values.items() if m == model and e == table.experiment
-        }
-        config = self._config.ab_test
-        start = self._starts.get((model, table.experiment), {})
-        window = {
-            name: value.minus(start[name]) if name in start else value
-            for name, value in self._stats.get(model, {}).items()
-        }
-        found = verdicts(
-            table,
-            window,
-            AbTestConfig(config.alpha, config.tau, config.min_outcomes),
-            known,
-        )
-        for verdict in found:
-            key = (model, table.experiment, verdict.candidate)
-            if verdict.p_value < self._p_values.get(key, 1.0):
-                self._p_values[key] = verdict.p_value
-                self._store.save_p_value(key, verdict.p_value)
-        return found
 
     def _publish(
         self, table: RoutingTable, rollout: Rollout | None, clear_rollout: bool = False
@@ -435,18 +295,6 @@ class Traffic:
         if self._changed is not None:
             self._changed.set()
 
-    def _remember(self, ref: PredictionRef) -> None:
-        self._refs[ref.request_id] = ref
-        while len(self._refs) > _REFS_IN_MEMORY:
-            self._refs.popitem(last=False)
-
-    def _inflight_of(self, model: str, now: float) -> dict[str, int]:
-        fresh = _STALE_INFLIGHT_FACTOR * self._config.stats_flush_s
-        return {
-            variant: sum(n for n, at in replicas.values() if now - at <= fresh)
-            for variant, replicas in self._inflight.get(model, {}).items()
-        }
-
     def _table(self, model: str) -> RoutingTable:
         table = self._tables.get(model)
         if table is None:
@@ -460,59 +308,3 @@ class Traffic:
             await self._registry.record(model, kind, version, payload, actor)
         except Exception:
             log.exception("could not record %s of %s in the audit log", kind, model)
-
-
-def _next_rollout(
-    rollout: Rollout, action: Action, reason: str, stats: dict[str, VariantStats], now: float
-) -> tuple[Rollout, EventType]:
-    if action is Action.ROLLBACK:
-        return replace(rollout, phase=Phase.ROLLED_BACK, reason=reason), (
-            EventType.ROLLOUT_ROLLED_BACK
-        )
-    if rollout.last_step:
-        return replace(rollout, phase=Phase.COMPLETED, reason=reason), (EventType.ROLLOUT_COMPLETED)
-    return replace(
-        rollout,
-        step_index=rollout.step_index + 1,
-        step_started_at=now,
-        baseline_snapshot=stats.get(rollout.baseline, VariantStats()),
-        canary_snapshot=stats.get(rollout.canary, VariantStats()),
-        reason=reason,
-    ), EventType.ROLLOUT_STEP
-
-
-def _refuse_during_rollout(rollout: Rollout | None) -> None:
-    if rollout is not None and rollout.phase is Phase.PROGRESSING:
-        raise Conflict(
-            ErrorCode.ROLLOUT_IN_PROGRESS,
-            f"A canary of {rollout.canary} is rolling out; wait for it or undeploy.",
-            model=rollout.model,
-            canary=rollout.canary,
-        )
-
-
-class _RegistryClient:
-    """The registry actor, found by name (it and this actor refer to each other)."""
-
-    def __init__(self, settings: Settings) -> None:
-        from app.adapters.named_actor import NamedActor
-
-        self._actor = NamedActor(settings.registry.actor_name, settings.registry.namespace)
-
-    async def get_model(self, name: str) -> Any:
-        return await self._actor.handle().get_model.remote(name)
-
-    async def record(
-        self, name: str, kind: EventType, version: int | None, payload: dict[str, Any], actor: str
-    ) -> Any:
-        return await self._actor.handle().record.remote(name, kind, version, payload, actor)
-
-    async def promote(self, name: str, version: int, target: ModelStage, actor: str) -> Any:
-        return await self._actor.handle().promote.remote(name, version, target, actor)
-
-
-def _default_store(settings: Settings) -> TrafficStore:
-    from app.adapters.traffic_store import SqlTrafficStore
-
-    assert settings.state.database_url  # resolved
-    return SqlTrafficStore(settings.state.database_url)

@@ -37,7 +37,7 @@ from benchmarks.predict import percentile, run_round  # noqa: E402
 
 def triton_vs_ray(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
     from app.core.access import Role
-    from tests.integration.model_factory import log_model_run
+    from testkit.models import log_model_run
 
     tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
     run = log_model_run(tracking, str(workdir / "data" / "mlflow" / "artifacts"), "bench")
@@ -123,11 +123,11 @@ def stream_once(
 def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
     import mlflow
 
+    from app.adapters.mlflow_llm import log_llm
     from app.adapters.vllm_backend import cpu_dtype
     from app.core.access import Role
-    from app.llm.registry_model import log_llm
-    from app.llm.tiny import build_tiny_llama
-    from tests.service_process import free_port
+    from app.samples.tiny_llm import build_tiny_llama
+    from testkit.service import free_port
 
     model_dir = Path(args.model_dir) if args.model_dir else build_tiny_llama(workdir / "tiny")
     tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"

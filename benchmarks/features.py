@@ -64,8 +64,8 @@ def main() -> int:
 
     from app.core.access import Role
     from benchmarks.ml_app import start_ml_app
-    from tests.api_fixtures import CONFIGS
-    from tests.service_process import free_port
+    from testkit.service import free_port
+    from testkit.settings import CONFIGS
 
     running = start_ml_app("features")
     base, tokens, workdir = running.base, running.tokens, running.workdir

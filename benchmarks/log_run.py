@@ -34,8 +34,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 
 from app.core.access import Role  # noqa: E402
-from tests.api_fixtures import Tokens  # noqa: E402
-from tests.service_process import Service  # noqa: E402
+from testkit.auth import Tokens  # noqa: E402
+from testkit.service import Service  # noqa: E402
 
 METRICS = 50
 PARAMS = {"lr": "0.01", "hidden": "64", "optimizer": "adam"}

@@ -14,7 +14,7 @@ class RunningApp:
 
     base: str
     workdir: Path
-    tokens: Any  # tests.api_fixtures.Tokens
+    tokens: Any  # testkit.auth.Tokens
 
 
 def start_ml_app(prefix: str) -> RunningApp:
@@ -24,8 +24,9 @@ def start_ml_app(prefix: str) -> RunningApp:
     from ray import serve
 
     from deployments.builder import AppArgs, build_ml_app
-    from tests.api_fixtures import CONFIGS, Tokens
-    from tests.service_process import free_port, haproxy_side_ports, wait_routed
+    from testkit.auth import Tokens
+    from testkit.service import free_port, haproxy_side_ports, wait_routed
+    from testkit.settings import CONFIGS
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
     tokens = Tokens()

@@ -55,10 +55,12 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from app.adapters.prediction_log import read_window
+    from app.adapters.prediction_log import PredictionLogReader
+    from app.adapters.storage import open_storage
+    from app.settings import StorageSettings
     from app.core.access import Role
     from benchmarks.ml_app import start_ml_app
-    from tests.integration.model_factory import log_model_run
+    from testkit.models import log_model_run
 
     running = start_ml_app("monitoring")
     base, tokens, workdir = running.base, running.tokens, running.workdir
@@ -98,8 +100,9 @@ def main() -> int:
                 flush=True,
             )
     time.sleep(3)  # the last batch reaches the disk
-    logged = len(read_window(data / "predictions", "bench-logged", 1, since=0))
-    unlogged = len(read_window(data / "predictions", "bench-unlogged", 1, since=0))
+    log = PredictionLogReader(open_storage(StorageSettings(uri=str(data), cache_dir=data)))
+    logged = len(log.window("bench-logged", 1, since=0))
+    unlogged = len(log.window("bench-unlogged", 1, since=0))
     serve.shutdown()
     ray.shutdown()
 

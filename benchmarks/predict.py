@@ -106,7 +106,7 @@ def main() -> int:
 
     from app.core.access import Role
     from benchmarks.ml_app import start_ml_app
-    from tests.integration.model_factory import log_model_run
+    from testkit.models import log_model_run
 
     running = start_ml_app("predict")
     base, tokens, workdir = running.base, running.tokens, running.workdir

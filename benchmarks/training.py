@@ -182,7 +182,7 @@ def main() -> None:
 
     import ray
 
-    from app.core import churn_data
+    from app.samples import churn
 
     directory = Path(tempfile.mkdtemp(prefix="bench-training-"))
     tracking_uri = f"sqlite:///{directory}/mlflow.db"
@@ -193,7 +193,7 @@ def main() -> None:
         include_dashboard=False,
         logging_level=logging.WARNING,
     )
-    frame = churn_data.generate(args.rows, seed=0)
+    frame = churn.generate(args.rows, seed=0)
     features = [c for c in frame.columns if c not in ("churned", "id")]
 
     plain = plain_loop(frame, features, args.epochs)
@@ -215,7 +215,7 @@ def main() -> None:
     print(f"  ratio Ray Train / plain throughput: {ray_rps / plain_rps:.2f}x")
 
     wait_for_cpus(2)
-    score = churn_data.generate(args.score_rows, seed=1).drop(columns=["churned"])
+    score = churn.generate(args.score_rows, seed=1).drop(columns=["churned"])
     source = str(directory / "score.parquet")
     score.to_parquet(source)
     model_uri = log_model(tracking_uri, features)

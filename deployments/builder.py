@@ -1,14 +1,18 @@
-"""The one place where plain classes become Serve deployments and Ray actors
-(the import paths of serve_config.yaml).
+"""The one place where plain classes become Serve deployments and Ray actors (the import
+paths of serve_config.yaml).
 
 Topology (replicas, autoscaling, resources) comes from `serve_config.yaml`; business
 settings from `configs/`. Settings are loaded and validated here, at build time, so a bad
-file fails `serve run` with its path instead of failing the first request.
+file fails `serve run` with its path instead of failing the first request. What each
+class is built from comes from the composition root (`deployments.composition`), run in
+the actor's or replica's own process; the builder passes the handles of the peers each
+one talks to: registry <- traffic, registry <- monitor, and all of them <- the ingress.
 
 No `from __future__ import annotations` here: Serve reads the builder's `args`
 annotation as a class to validate the YAML `args:` against it.
 """
 
+import functools
 import time
 from typing import Any
 
@@ -21,11 +25,12 @@ from ray.serve.deployment import Deployment
 from actors.monitor import Monitor
 from actors.registry import Registry
 from actors.traffic import Traffic
-from app.bootstrap import prepare
 from app.settings import Settings, load_settings, settings_fingerprint
+from deployments import composition
 from deployments.ingress import Ingress
 from deployments.mlflow_server import MlflowServer
 from deployments.model_server import ModelServer
+from deployments.startup import prepare
 from deployments.triton_server import TritonServer
 
 _ACTOR_START_S = 120
@@ -49,25 +54,26 @@ def _settings(args: AppArgs, *, announce: bool) -> Settings:
 
 
 def build_ml_app(args: AppArgs) -> Application:
-    """The `ml` application: the API ingress and the model servers, with the registry and
-    traffic actors behind them."""
+    """The `ml` application: the API ingress and the model servers, with the registry,
+    traffic and monitor actors behind them."""
     settings = _settings(args, announce=True)
     registry = registry_actor(settings)
-    traffic = traffic_actor(settings)
+    traffic = traffic_actor(settings, registry)
+    monitor = monitor_actor(settings, registry) if settings.monitoring.enabled else None
     server = model_server(settings).bind(
         settings.mlflow.tracking_uri, settings.serving.model_load_timeout_s, settings.log_level
     )
-    monitor = monitor_actor(settings) if settings.monitoring.enabled else None
     triton = triton_server(settings).bind(settings)
+    peers = composition.Peers(registry, traffic, server, monitor, triton)
     ingress = serve.deployment(name="Ingress")(serve.ingress()(Ingress))
-    return ingress.bind(settings, registry, traffic, server, monitor, triton)
+    return ingress.bind(functools.partial(composition.ingress_app, settings, peers))
 
 
 def build_mlflow_app(args: AppArgs) -> Application:
     """The `mlflow` application: MLflow's tracking server and UI, behind the service's tokens."""
     settings = _settings(args, announce=False)
     deployment = serve.deployment(name="MlflowServer")(serve.ingress()(MlflowServer))
-    return deployment.bind(settings)
+    return deployment.bind(settings.mlflow, settings.auth.tokens, settings.log_level)
 
 
 def model_server(settings: Settings) -> Deployment:
@@ -97,6 +103,9 @@ def triton_server(settings: Settings) -> Deployment:
     exported and loaded into a replica's Triton once, and its requests go there)."""
 
     class MultiplexedTritonServer(TritonServer):
+        def __init__(self, settings: Settings) -> None:
+            super().__init__(**composition.triton_parts(settings))
+
         load = serve.multiplexed(
             max_num_models_per_replica=settings.serving.max_models_per_replica
         )(TritonServer.load)
@@ -107,25 +116,68 @@ def triton_server(settings: Settings) -> Deployment:
     return deployment
 
 
+class RegistryActor(Registry):
+    """The registry, built in its actor from settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._fingerprint = fingerprint(settings)
+        super().__init__(**composition.registry_parts(settings))
+
+    def settings_fingerprint(self) -> str:
+        """Which settings (and peers) this actor runs with."""
+        return self._fingerprint
+
+
+class TrafficActor(Traffic):
+    """The traffic actor, built in its actor from settings and the registry's handle."""
+
+    def __init__(self, settings: Settings, registry: Any) -> None:
+        self._fingerprint = fingerprint(settings, registry)
+        super().__init__(**composition.traffic_parts(settings, registry))
+
+    def settings_fingerprint(self) -> str:
+        """Which settings (and peers) this actor runs with."""
+        return self._fingerprint
+
+
+class MonitorActor(Monitor):
+    """The monitor, built in its actor from settings and the registry's handle."""
+
+    def __init__(self, settings: Settings, registry: Any) -> None:
+        self._fingerprint = fingerprint(settings, registry)
+        super().__init__(**composition.monitor_parts(settings, registry))
+
+    def settings_fingerprint(self) -> str:
+        """Which settings (and peers) this actor runs with."""
+        return self._fingerprint
+
+
 def registry_actor(settings: Settings) -> Any:
     """The registry actor (see `detached_actor`)."""
-    return detached_actor(Registry, settings.registry.actor_name, settings)
+    return detached_actor(RegistryActor, settings.registry.actor_name, settings)
 
 
-def traffic_actor(settings: Settings) -> Any:
-    """The traffic actor (see `detached_actor`)."""
-    return detached_actor(Traffic, settings.serving.traffic_actor_name, settings)
+def traffic_actor(settings: Settings, registry: Any) -> Any:
+    """The traffic actor (see `detached_actor`), talking to `registry`."""
+    return detached_actor(TrafficActor, settings.serving.traffic_actor_name, settings, registry)
 
 
-def monitor_actor(settings: Settings) -> Any:
-    """The monitor actor (see `detached_actor`)."""
-    return detached_actor(Monitor, settings.monitoring.actor_name, settings)
+def monitor_actor(settings: Settings, registry: Any) -> Any:
+    """The monitor actor (see `detached_actor`), talking to `registry`."""
+    return detached_actor(MonitorActor, settings.monitoring.actor_name, settings, registry)
 
 
-def detached_actor(cls: type, name: str, settings: Settings) -> Any:
+def fingerprint(settings: Settings, *peers: Any) -> str:
+    """The settings an actor runs with and the actors it talks to: a running actor with
+    another fingerprint is replaced (also when a peer it holds was replaced)."""
+    return settings_fingerprint(settings, *(peer._actor_id.hex() for peer in peers))
+
+
+def detached_actor(cls: type, name: str, settings: Settings, *peers: Any) -> Any:
     """A named, detached actor: it outlives redeploys of the Serve application and is
-    restarted by Ray when it dies (its state is in the database). One running with other
-    settings is replaced."""
+    restarted by Ray when it dies (its state is in the database; Ray gives the restarted
+    actor the same settings and peer handles). One running with other settings or peers
+    is replaced. Returns once the actor answers."""
     options = {
         "name": name,
         "namespace": settings.registry.namespace,
@@ -136,13 +188,13 @@ def detached_actor(cls: type, name: str, settings: Settings) -> Any:
         "num_cpus": 0,
     }
     remote_class: Any = ray.remote(cls)
-    handle = remote_class.options(**options).remote(settings)
+    handle = remote_class.options(**options).remote(settings, *peers)
     running = ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
-    if running != settings_fingerprint(settings):
+    if running != fingerprint(settings, *peers):
         ray.kill(handle, no_restart=True)
         _wait_until_gone(name, settings.registry.namespace)
-        handle = remote_class.options(**options).remote(settings)
-        ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
+        handle = remote_class.options(**options).remote(settings, *peers)
+    ray.get(handle.ping.remote(), timeout=_ACTOR_START_S)  # up, its background work started
     return handle
 
 

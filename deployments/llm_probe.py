@@ -52,7 +52,7 @@ def runs(model_dir: str, dtype: str, log_path: str) -> bool:
 
 def probe(log_path: str) -> str:
     """`bfloat16` if a tiny engine generates in it here, else `float32`."""
-    from app.llm.tiny import build_tiny_llama
+    from app.samples.tiny_llm import build_tiny_llama
 
     with tempfile.TemporaryDirectory(prefix="llm-probe-") as directory:
         model_dir = str(build_tiny_llama(Path(directory) / "tiny"))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp
 
 from app.core.access import TokenBook
 from app.logs import configure_logging
-from app.settings import Settings
+from app.settings import MlflowSettings, TokenEntry
 
 # The private variables `mlflow server` sets for its workers (mlflow/server/__init__.py).
 _BACKEND_STORE = "_MLFLOW_SERVER_FILE_STORE"
@@ -27,15 +28,17 @@ class MlflowServer:
     (MLflow's app does not pickle).
 
     Args:
-        settings: resolved settings, with token hashes.
+        mlflow: the MLflow stores and the UI prefix.
+        tokens: the known tokens (hashes) and their roles.
+        log_level: the service log level.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, mlflow: MlflowSettings, tokens: Sequence[TokenEntry], log_level: str
+    ) -> None:
         if "mlflow.server" in sys.modules:
             raise RuntimeError("mlflow.server was imported before its settings were applied")
-        configure_logging(settings.log_level)
-        mlflow = settings.mlflow
-        assert mlflow.tracking_uri and mlflow.artifact_root  # resolved by load_settings
+        configure_logging(log_level)
         os.environ[_BACKEND_STORE] = mlflow.tracking_uri
         os.environ[_REGISTRY_STORE] = mlflow.tracking_uri
         os.environ[_ARTIFACT_ROOT] = mlflow.artifact_root
@@ -43,7 +46,7 @@ class MlflowServer:
         if mlflow.allowed_hosts:
             os.environ[_ALLOWED_HOSTS] = ",".join(mlflow.allowed_hosts)
         self._prefix = mlflow.ui_prefix
-        self._tokens = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
+        self._tokens = TokenBook.of((t.name, t.roles, t.sha256) for t in tokens)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         """Serve calls this on the replica, after `__init__`."""

@@ -35,7 +35,7 @@ from app.adapters.triton_export import ExportedModel, RepositoryOptions, export_
 from app.core.model_io import RowBlock, plain_rows
 from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, UpstreamFailed, first_line
 from app.logs import configure_logging
-from app.settings import Settings
+from app.settings import TritonSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,19 @@ class TritonServer:
     """Serves exported versions through Triton.
 
     Args:
-        settings: resolved settings (`serving.triton`, the MLflow store).
+        config: the Triton backend's settings.
+        tracking_uri: the MLflow store the versions are exported from.
+        repository: the model repository on this node (the storage's `triton/models`).
+        log_level: the service log level.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        configure_logging(settings.log_level)
-        self._config = settings.serving.triton
-        tracking_uri = settings.mlflow.tracking_uri
-        assert tracking_uri and self._config.repository_dir  # resolved
+    def __init__(
+        self, config: TritonSettings, *, tracking_uri: str, repository: Path, log_level: str
+    ) -> None:
+        configure_logging(log_level)
+        self._config = config
         self._tracking_uri = tracking_uri
-        self._repository = self._config.repository_dir
+        self._repository = repository
         self._repository.mkdir(parents=True, exist_ok=True)
         self._options = RepositoryOptions(
             native_backend=self._config.native_backend,

@@ -92,3 +92,15 @@ def _when(epoch: float | None) -> str:
     if epoch is None:
         return "?"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class MatplotlibDriftReports:
+    """`DriftReports` drawn with matplotlib, off-screen."""
+
+    def png(self, model: str, version: int, evaluation: dict[str, Any]) -> bytes:
+        """See `DriftReports.png`."""
+        return render_png(model, version, evaluation)
+
+    def html(self, model: str, version: int, evaluation: dict[str, Any]) -> str:
+        """See `DriftReports.html`."""
+        return render_html(model, version, evaluation)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from app.core import feature_data
+from app.adapters.local_files import write_parquet
 from app.core.features import (
     Catalog,
     EntityInfo,
@@ -30,8 +30,8 @@ from app.core.features import (
     ValueStatus,
     freshness,
 )
-from app.core.files import write_parquet
 from app.errors import InvalidInput
+from app.samples import feature_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ def write_demo_data(
     end = end or datetime.now(UTC)
     stats, labels = directory / STATS_FILE, directory / LABELS_FILE
     if not stats.exists():
-        write_parquet(feature_data.customer_stats(customers, days, end), stats)
+        write_parquet(feature_snapshots.customer_stats(customers, days, end), stats)
         log.info("wrote demo feature data: %d customers x %d days -> %s", customers, days, stats)
     if not labels.exists():
-        write_parquet(feature_data.labels(customers, end), labels)
+        write_parquet(feature_snapshots.labels(customers, end), labels)
 
 
 class FeastFeatures:

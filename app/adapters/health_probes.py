@@ -1,13 +1,15 @@
-"""Health probes of what the service stands on: MLflow's stores, the registry, Ray."""
+"""Health probes of what the service stands on: MLflow's stores, the file storage, the
+actors, Ray."""
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
-from pathlib import Path
 
-from app.ports import ComponentHealth, HealthStatus
+from app.ports.health import ComponentHealth, HealthStatus
+from app.ports.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +66,43 @@ class ArtifactStoreProbe:
 
     def _check(self) -> str:
         if "://" not in self._root or self._root.startswith("file://"):
-            path = Path(self._root.removeprefix("file://"))
-            if not path.is_dir():
+            from pyarrow import fs
+
+            local, root = fs.LocalFileSystem(), self._root.removeprefix("file://")
+            if local.get_file_info(root).type != fs.FileType.Directory:
                 raise FileNotFoundError("artifact root is missing")
-            probe_file = path / ".health-probe"
-            probe_file.write_bytes(b"ok")
-            probe_file.unlink()
+            probe_file = f"{root}/.health-probe"
+            with local.open_output_stream(probe_file) as stream:
+                stream.write(b"ok")
+            local.delete_file(probe_file)
             return "local directory, writable"
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         get_artifact_repository(self._root).list_artifacts("")
         return self._root.split("://", 1)[0]
+
+
+class StorageProbe:
+    """The file storage answers: a small file is written, read back and deleted."""
+
+    name = "storage"
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def probe(self) -> ComponentHealth:
+        """See `HealthProbe.probe`."""
+        return _timed(self.name, self._check)
+
+    def _check(self) -> str:
+        key = f".health/{uuid.uuid4().hex}"
+        self._storage.write_bytes(key, b"ok")
+        try:
+            if self._storage.read_bytes(key) != b"ok":
+                raise OSError("read back other bytes than written")
+        finally:
+            self._storage.delete(key)
+        return self._storage.root.split("://", 1)[0] if "://" in self._storage.root else "local"
 
 
 class RayClusterProbe:

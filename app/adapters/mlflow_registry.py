@@ -16,11 +16,10 @@ from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from app.core.audit import canonical
 from app.core.lifecycle import SINGULAR_STAGES
+from app.core.registry import ModelSource
 from app.core.tracking import DATASET_CONTEXT_TAG
 from app.errors import ErrorCode, InvalidInput
-from app.ports import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +155,6 @@ def artifact_digest(directory: Path) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def signature_digest(signature: Mapping[str, Any] | None) -> str:
-    """A digest of a model's input and output signature ("none" when it has none)."""
-    if not signature:
-        return hashlib.sha256(b"none").hexdigest()
-    shape = {"inputs": signature.get("inputs"), "outputs": signature.get("outputs")}
-    return hashlib.sha256(canonical(shape).encode("utf-8")).hexdigest()
 
 
 def _dataset(dataset_input: Any) -> dict[str, Any]:

@@ -6,15 +6,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
-from mlflow.utils.search_utils import SearchUtils
 
 from app.adapters.keyed_locks import KeyedLocks
+from app.adapters.mlflow_errors import (
+    check_query,
+    experiment_not_found,
+    first_line,
+    mlflow_call,
+    run_not_found,
+    unavailable,
+)
 from app.adapters.mlflow_mapping import experiment_of, run_of, token_text
 from app.core.batching import pack
 from app.core.tracking import (
@@ -38,11 +45,8 @@ from app.core.tracking import (
 )
 from app.errors import (
     Conflict,
-    DomainError,
     ErrorCode,
     InvalidInput,
-    NotFound,
-    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,7 @@ class MlflowExperimentTracker:
                         self._connected = MlflowClient(self._tracking_uri, self._tracking_uri)
                     except Exception:
                         log.exception("cannot open the MLflow tracking store")
-                        raise _unavailable() from None
+                        raise unavailable() from None
         return self._connected
 
     # -- experiments ------------------------------------------------------------------
@@ -98,7 +102,7 @@ class MlflowExperimentTracker:
             }
             location = f"{self._artifact_root}/{uuid.uuid4().hex}"
             try:
-                experiment_id = self._call(
+                experiment_id = mlflow_call(
                     lambda: self._client.create_experiment(new.name, location, tags)
                 )
             except MlflowException as exc:
@@ -115,20 +119,20 @@ class MlflowExperimentTracker:
     def get_experiment(self, experiment_id: str) -> Experiment:
         """See `ExperimentTracker.get_experiment`."""
         try:
-            experiment = self._call(lambda: self._client.get_experiment(experiment_id))
+            experiment = mlflow_call(lambda: self._client.get_experiment(experiment_id))
         except MlflowException as exc:
             if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                raise _experiment_not_found(experiment_id) from None
+                raise experiment_not_found(experiment_id) from None
             raise
         if experiment.lifecycle_stage != "active":
-            raise _experiment_not_found(experiment_id)
+            raise experiment_not_found(experiment_id)
         return experiment_of(experiment)
 
     def list_experiments(
         self, name_contains: str | None, page_size: int, page_token: str | None
     ) -> Page[Experiment]:
         """See `ExperimentTracker.list_experiments`."""
-        result = self._call(
+        result = mlflow_call(
             lambda: self._client.search_experiments(
                 view_type=ViewType.ACTIVE_ONLY,
                 max_results=page_size,
@@ -144,7 +148,7 @@ class MlflowExperimentTracker:
         return Page(items=items, next_token=token_text(result.token))
 
     def _experiment_by_key(self, key: str) -> Experiment | None:
-        found = self._call(
+        found = mlflow_call(
             lambda: self._client.search_experiments(
                 view_type=ViewType.ALL,
                 max_results=1,
@@ -176,7 +180,7 @@ class MlflowExperimentTracker:
                 self._log_datasets(run_id, record.datasets)
                 if record.status is not RunStatus.RUNNING:
                     end_ms = record.end_ms or _now_ms()
-                    self._call(lambda: self._client.set_terminated(run_id, record.status, end_ms))
+                    mlflow_call(lambda: self._client.set_terminated(run_id, record.status, end_ms))
             except BaseException:
                 self._discard(run_id)
                 raise
@@ -199,7 +203,7 @@ class MlflowExperimentTracker:
             **_idempotency_tags(idempotency_key, request_digest or ""),
         }
         try:
-            run = self._call(
+            run = mlflow_call(
                 lambda: self._client.create_run(
                     experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name
                 )
@@ -207,7 +211,7 @@ class MlflowExperimentTracker:
         except MlflowException as exc:
             # MLflow checks the experiment exists and is active as part of the write.
             if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                raise _experiment_not_found(experiment_id) from None
+                raise experiment_not_found(experiment_id) from None
             raise
         return str(run.info.run_id)
 
@@ -219,7 +223,7 @@ class MlflowExperimentTracker:
             self._write(run_id, update.params, update.metrics, update.tags)
             if update.status is not None and update.status.terminal:
                 end_ms = update.end_ms or _now_ms()
-                self._call(lambda: self._client.set_terminated(run_id, update.status, end_ms))
+                mlflow_call(lambda: self._client.set_terminated(run_id, update.status, end_ms))
             return self._read_run(experiment_id, run_id)
 
     def get_run(self, experiment_id: str, run_id: str) -> Run:
@@ -230,13 +234,13 @@ class MlflowExperimentTracker:
     def _read_run(self, experiment_id: str, run_id: str) -> Run:
         """A run of an experiment already known to exist."""
         try:
-            run = self._call(lambda: self._client.get_run(run_id))
+            run = mlflow_call(lambda: self._client.get_run(run_id))
         except MlflowException as exc:
             if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                raise _run_not_found(experiment_id, run_id) from None
+                raise run_not_found(experiment_id, run_id) from None
             raise
         if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
-            raise _run_not_found(experiment_id, run_id)
+            raise run_not_found(experiment_id, run_id)
         return run_of(run)
 
     def search_runs(
@@ -244,8 +248,8 @@ class MlflowExperimentTracker:
     ) -> Page[Run]:
         """See `ExperimentTracker.search_runs`."""
         self.get_experiment(experiment_id)
-        _check_query(query)
-        result = self._call(
+        check_query(query)
+        result = mlflow_call(
             lambda: self._client.search_runs(
                 [experiment_id],
                 filter_string=query.filter,
@@ -261,7 +265,7 @@ class MlflowExperimentTracker:
     def metric_history(self, experiment_id: str, run_id: str, key: str) -> Sequence[MetricPoint]:
         """See `ExperimentTracker.metric_history`."""
         self.get_run(experiment_id, run_id)
-        history = self._call(lambda: self._client.get_metric_history(run_id, key))
+        history = mlflow_call(lambda: self._client.get_metric_history(run_id, key))
         points = [MetricPoint(m.key, m.value, m.step, m.timestamp) for m in history]
         return sorted(points, key=lambda p: (p.step, p.timestamp_ms))
 
@@ -270,7 +274,7 @@ class MlflowExperimentTracker:
         self._client.search_experiments(max_results=1)
 
     def _run_by_key(self, experiment_id: str, key: str) -> Run | None:
-        found = self._call(
+        found = mlflow_call(
             lambda: self._client.search_runs(
                 [experiment_id],
                 filter_string=f"tags.`{IDEMPOTENCY_KEY_TAG}` = '{key}'",
@@ -302,12 +306,12 @@ class MlflowExperimentTracker:
 
     def _log_batch(self, run_id: str, **entities: Any) -> None:
         try:
-            self._call(lambda: self._client.log_batch(run_id, synchronous=True, **entities))
+            mlflow_call(lambda: self._client.log_batch(run_id, synchronous=True, **entities))
         except MlflowException as exc:
             if exc.error_code == "INVALID_PARAMETER_VALUE":
                 # e.g. a param logged again with a different value: MLflow params are immutable.
                 raise InvalidInput(
-                    ErrorCode.VALIDATION_FAILED, _first_line(exc.message), run_id=run_id
+                    ErrorCode.VALIDATION_FAILED, first_line(exc.message), run_id=run_id
                 ) from None
             raise
 
@@ -321,7 +325,7 @@ class MlflowExperimentTracker:
             )
             for d in datasets
         ]
-        self._call(lambda: self._client.log_inputs(run_id, datasets=inputs))
+        mlflow_call(lambda: self._client.log_inputs(run_id, datasets=inputs))
 
     def _discard(self, run_id: str) -> None:
         """Remove a half-written run: hard-delete where the store can, else soft-delete."""
@@ -335,56 +339,6 @@ class MlflowExperimentTracker:
             log.warning("discarded half-written run %s", run_id)
         except Exception:
             log.exception("could not discard half-written run %s", run_id)
-
-    @staticmethod
-    def _call(fn: Callable[[], T], *, search: bool = False) -> T:
-        """Run one MLflow call, turning store outages (and, for searches, refused queries)
-        into domain errors."""
-        try:
-            return fn()
-        except DomainError:
-            raise
-        except MlflowException as exc:
-            if search and exc.error_code == "INVALID_PARAMETER_VALUE":
-                raise _refused_search(exc) from None
-            if exc.error_code in {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"} and _is_outage(exc):
-                log.exception("MLflow store unavailable")
-                raise _unavailable() from None
-            raise
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            log.exception("MLflow store unavailable: %s", type(exc).__name__)
-            raise _unavailable() from None
-
-
-def _check_query(query: RunQuery) -> None:
-    try:
-        SearchUtils.parse_search_filter(query.filter)
-    except MlflowException as exc:
-        raise InvalidInput.for_field(
-            "filter", _first_line(exc.message), location="query", code=ErrorCode.INVALID_FILTER
-        ) from None
-    for clause in query.order_by:
-        try:
-            SearchUtils.parse_order_by_for_search_runs(clause)
-        except MlflowException as exc:
-            raise InvalidInput.for_field(
-                "order_by", _first_line(exc.message), location="query"
-            ) from None
-
-
-def _refused_search(exc: MlflowException) -> InvalidInput:
-    """Name the query field MLflow refused: the page token, else the filter."""
-    message = _first_line(exc.message)
-    if "page token" in message.lower():
-        return InvalidInput.for_field(
-            "page_token",
-            "is not valid for this listing",
-            location="query",
-            code=ErrorCode.INVALID_PAGE_TOKEN,
-        )
-    return InvalidInput.for_field(
-        "filter", message, location="query", code=ErrorCode.INVALID_FILTER
-    )
 
 
 def _check_same_request(tags: Mapping[str, str], key: str, request_digest: str) -> None:
@@ -409,38 +363,6 @@ def _name_filter(name_contains: str | None) -> str | None:
             "name", "cannot contain both single and double quotes", location="query"
         )
     return f"name ILIKE {quote}%{name_contains}%{quote}"
-
-
-def _is_outage(exc: MlflowException) -> bool:
-    text = str(exc).lower()
-    return any(s in text for s in ("operationalerror", "locked", "could not connect", "timeout"))
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:500] if text.strip() else "invalid value"
-
-
-def _experiment_not_found(experiment_id: str) -> NotFound:
-    return NotFound(
-        ErrorCode.EXPERIMENT_NOT_FOUND,
-        f"No experiment with id {experiment_id!r}.",
-        experiment_id=experiment_id,
-    )
-
-
-def _run_not_found(experiment_id: str, run_id: str) -> NotFound:
-    return NotFound(
-        ErrorCode.RUN_NOT_FOUND,
-        f"No run {run_id!r} in experiment {experiment_id!r}.",
-        experiment_id=experiment_id,
-        run_id=run_id,
-    )
-
-
-def _unavailable() -> Unavailable:
-    return Unavailable(
-        ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."
-    )
 
 
 def _now_ms() -> int:

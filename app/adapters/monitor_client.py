@@ -7,64 +7,55 @@ import asyncio
 import logging
 from typing import Any
 
+from app.adapters.actor_client import ActorClient
 from app.core.monitoring import Alert, AlertState, MonitoringPolicy
-from app.errors import DomainError, ErrorCode, Unavailable
 
 log = logging.getLogger(__name__)
 
 
 class MonitorClient:
-    """The monitor actor's methods, awaited."""
+    """`MonitorControl`: the monitor actor's methods, awaited (see `ActorClient` for its
+    errors)."""
 
     def __init__(self, handle: Any) -> None:
-        self._handle = handle
+        self._actor = ActorClient(handle, "the monitor")
 
     async def policy(self, model: str) -> tuple[MonitoringPolicy, bool]:
-        """A model's policy, and whether it is its own (else the defaults)."""
-        policy = await self._call("policy", model)
-        own = await self._call("has_policy", model)
+        """See `MonitorControl.policy`."""
+        policy = await self._actor.call("policy", model)
+        own = await self._actor.call("has_policy", model)
         return policy, own
 
     async def set_policy(self, model: str, policy: MonitoringPolicy) -> MonitoringPolicy:
-        result: MonitoringPolicy = await self._call("set_policy", model, policy)
+        """See `MonitorControl.set_policy`."""
+        result: MonitoringPolicy = await self._actor.call("set_policy", model, policy)
         return result
 
     async def evaluate(self, model: str) -> dict[int, dict[str, Any]]:
-        result: dict[int, dict[str, Any]] = await self._call("evaluate", model)
+        """See `MonitorControl.evaluate`."""
+        result: dict[int, dict[str, Any]] = await self._actor.call("evaluate", model)
         return result
 
     async def alerts(
         self, model: str | None, state: AlertState | None, offset: int, limit: int
     ) -> list[Alert]:
-        result: list[Alert] = await self._call("alerts", model, state, offset, limit)
+        """See `MonitorControl.alerts`."""
+        result: list[Alert] = await self._actor.call("alerts", model, state, offset, limit)
         return result
 
     async def drift(self, model: str) -> dict[int, dict[str, Any]]:
-        result: dict[int, dict[str, Any]] = await self._call("drift", model)
+        """See `MonitorControl.drift`."""
+        result: dict[int, dict[str, Any]] = await self._actor.call("drift", model)
         return result
 
     async def drift_of(self, model: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("drift_of", model, version)
+        """See `MonitorControl.drift_of`."""
+        result: dict[str, Any] = await self._actor.call("drift_of", model, version)
         return result
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        import ray
-
-        try:
-            return await getattr(self._handle, method).remote(*args)
-        except DomainError:
-            raise
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-            log.warning("monitor actor unavailable during %s: %s", method, type(exc).__name__)
-            raise Unavailable(
-                ErrorCode.BACKEND_UNAVAILABLE, "The monitor is restarting; retry shortly."
-            ) from None
 
     def ping(self, timeout_s: float = 5.0) -> None:
         """Block until the actor answers (for the health probe)."""
-        import ray
-
-        ray.get(self._handle.ping.remote(), timeout=timeout_s)
+        self._actor.ping(timeout_s)
 
 
 class SampleRates:

@@ -1,5 +1,5 @@
 """The prediction log: a sampled record of what each version was asked and answered,
-written off the hot path in batches as parquet under the data directory.
+written off the hot path in batches as parquet files in the storage (`Storage`).
 
 `record` only appends to an in-memory buffer (sampling decided there); a background task
 writes the buffer every `flush_s` seconds, or sooner once it holds `batch_rows` rows, on a
@@ -7,7 +7,7 @@ worker thread. When the disk cannot keep up the buffer is capped: rows beyond
 `max_buffered_rows` are dropped and counted, never waited for.
 
 Layout (hive-style, so pandas/pyarrow/DuckDB read it as one dataset):
-    <root>/model=<name>/version=<n>/<epoch ms>-<random>.parquet
+    predictions/model=<name>/version=<n>/<epoch ms>-<random>.parquet
 with columns `ts`, `request_id`, `variant`, one column per input feature (as sent),
 `__prediction__` (the row's score: a classifier's last-class probability or a value) and
 `prediction` (the raw output, as JSON).
@@ -16,6 +16,7 @@ with columns `ts`, `request_id`, `variant`, one column per input feature (as sen
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import random
@@ -23,14 +24,16 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from app.adapters.storage import parquet_bytes
 from app.core.drift import PREDICTION
-from app.core.files import write_parquet
 from app.core.model_io import RowBlock
+from app.ports.storage import Storage
+
+PREFIX = "predictions"
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class PredictionLog:
     """Buffers sampled predictions and writes them in batches.
 
     Args:
-        root: the log's directory.
+        storage: where the log's files go (under `predictions/`).
         sample_rate: the share of a model's requests recorded (0 records nothing).
         flush_s: the longest a row waits in memory.
         batch_rows: a buffer this big is written at once.
@@ -71,14 +74,14 @@ class PredictionLog:
 
     def __init__(
         self,
-        root: Path,
+        storage: Storage,
         sample_rate: Callable[[str], float],
         flush_s: float = 2.0,
         batch_rows: int = 5000,
         max_buffered_rows: int = 200_000,
         draw: Callable[[], float] = random.random,
     ) -> None:
-        self.root = root
+        self._storage = storage
         self.sample_rate = sample_rate
         self._flush_s = flush_s
         self._batch_rows = batch_rows
@@ -166,10 +169,9 @@ class PredictionLog:
                 frame = _frame(requests)
                 if frame.empty:
                     continue
-                directory = self.root / f"model={model}" / f"version={version}"
-                directory.mkdir(parents=True, exist_ok=True)
                 name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
-                write_parquet(frame, directory / name)
+                key = f"{PREFIX}/model={model}/version={version}/{name}"
+                self._storage.write_bytes(key, parquet_bytes(frame))
             except Exception:
                 self.dropped += sum(len(r["predictions"]) for r in requests)
                 log.exception("predictions of %s v%d not logged (dropped)", model, version)
@@ -210,38 +212,62 @@ def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame({**meta, **features, PREDICTION: scores, "prediction": raw})
 
 
-def read_window(
-    root: Path, model: str, version: int, since: float, until: float | None = None
-) -> pd.DataFrame:
-    """The logged rows of a version with `since <= ts < until` (files written before
-    `since` are skipped by name)."""
-    directory = root / f"model={model}" / f"version={version}"
-    if not directory.is_dir():
-        return pd.DataFrame()
-    frames = []
-    for path in sorted(directory.glob("*.parquet")):
-        stamp = path.name.split("-", 1)[0]
-        if not stamp.isdigit() or int(stamp) < since * 1000:
-            continue  # not ours, or written before the window
-        frames.append(pd.read_parquet(path))
-    if not frames:
-        return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True)
-    keep = frame["ts"] >= since
-    if until is not None:
-        keep &= frame["ts"] < until
-    return frame[keep].reset_index(drop=True)
+class PredictionLogReader:
+    """`PredictionWindows`: the log as monitoring reads it, from the storage.
+
+    Args:
+        storage: where the log's files are (under `predictions/`).
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def models(self) -> list[str]:
+        """See `PredictionWindows.models`."""
+        names = self._storage.children(PREFIX)
+        return sorted(n.removeprefix("model=") for n in names if n.startswith("model="))
+
+    def versions(self, model: str) -> list[int]:
+        """See `PredictionWindows.versions`."""
+        names = (n.removeprefix("version=") for n in self._storage.children(_model(model)))
+        return sorted(int(name) for name in names if name.isdigit())
+
+    def window(
+        self, model: str, version: int, since: float, until: float | None = None
+    ) -> pd.DataFrame:
+        """See `PredictionWindows.window` (files written before `since` are skipped by
+        name)."""
+        frames = []
+        for stored in self._storage.files(f"{_model(model)}/version={version}"):
+            stamp = _written_ms(stored.key)
+            if stamp is None or stamp < since * 1000:
+                continue  # not ours, or written before the window
+            frames.append(pd.read_parquet(io.BytesIO(self._storage.read_bytes(stored.key))))
+        if not frames:
+            return pd.DataFrame()
+        frame = pd.concat(frames, ignore_index=True)
+        keep = frame["ts"] >= since
+        if until is not None:
+            keep &= frame["ts"] < until
+        return frame[keep].reset_index(drop=True)
+
+    def prune(self, before: float) -> int:
+        """See `PredictionWindows.prune`."""
+        removed = 0
+        for stored in self._storage.files(PREFIX):
+            written_ms = _written_ms(stored.key)
+            if written_ms is not None and written_ms < before * 1000:
+                self._storage.delete(stored.key)
+                removed += 1
+        return removed
 
 
-def prune_log(root: Path, before: float) -> int:
-    """Delete the log's files written before `before` (epoch seconds); how many."""
-    removed = 0
-    for path in root.glob("model=*/version=*/*.parquet"):
-        try:
-            written_ms = int(path.name.split("-", 1)[0])
-        except ValueError:
-            continue
-        if written_ms < before * 1000:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+def _model(model: str) -> str:
+    return f"{PREFIX}/model={model}"
+
+
+def _written_ms(key: str) -> int | None:
+    """When the log wrote a file, from its name (None: not one of the log's files)."""
+    name = key.rsplit("/", 1)[-1]
+    stamp = name.split("-", 1)[0]
+    return int(stamp) if stamp.isdigit() and name.endswith(".parquet") else None

@@ -139,11 +139,12 @@ def fit(
     num_workers: int,
     use_gpu: bool,
     resources_per_worker: dict[str, float],
-    storage_path: str,
+    storage: tuple[Any, str],
     name: str,
     max_failures: int,
 ) -> Any:
-    """Run a TorchTrainer; the result's checkpoint is the last epoch's."""
+    """Run a TorchTrainer; the result's checkpoint is the last epoch's. `storage`: the
+    pyarrow filesystem and path that results and checkpoints go to."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -157,7 +158,8 @@ def fit(
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path,
+            storage_path=storage[1],
+            storage_filesystem=storage[0],
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=max_failures),
         ),

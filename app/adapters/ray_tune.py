@@ -114,7 +114,7 @@ def run(
     scheduler: dict[str, Any],
     seed: int,
     cpus_per_trial: float,
-    storage_path: str,
+    storage: tuple[Any, str],
     name: str,
 ) -> Any:
     """Run the search; the ResultGrid."""
@@ -159,6 +159,8 @@ def run(
             scheduler=chosen,
             max_concurrent_trials=max_concurrent,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage[1], storage_filesystem=storage[0]
+        ),
     )
     return tuner.fit()

@@ -1,11 +1,13 @@
-"""Prometheus metrics of the predict path, on Ray's metrics endpoint (Serve adds the
-deployment, replica and application tags)."""
+"""Prometheus metrics on Ray's metrics endpoint: the predict path's counts and latency
+(Serve adds the deployment, replica and application tags), quality from feedback, and
+drift scores."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from app.core.drift import PREDICTION, FeatureDrift
 from app.core.feedback import PredictionRef
 from app.core.serving_stats import VariantStats
 
@@ -81,3 +83,53 @@ class QualityGauges:
                 self._count.set(float(value.outcomes.n), tags)
                 if value.outcomes.mean is not None:
                     self._mean.set(value.outcomes.mean, tags)
+
+
+class DriftGauges:
+    """Drift scores as Prometheus gauges on Ray's metrics endpoint, from the monitor:
+    `mlservice_drift_psi`, `mlservice_drift_ks_statistic`, `mlservice_drift_detected`
+    (per model, version and feature) and `mlservice_prediction_share` (the last window's
+    predictions per bin of the reference's deciles)."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Gauge
+
+        keys = ("model", "version", "feature")
+        self._psi = Gauge("mlservice_drift_psi", "PSI per feature (last window)", keys)
+        self._ks = Gauge("mlservice_drift_ks_statistic", "KS statistic per numeric feature", keys)
+        self._drifted = Gauge(
+            "mlservice_drift_detected", "1 if the feature drifted in the last window", keys
+        )
+        self._share = Gauge(
+            "mlservice_prediction_share",
+            "Share of the last window's predictions per bin (the reference's deciles)",
+            ("model", "version", "bin"),
+        )
+        self._latest: dict[tuple[str, str, str], tuple[float | None, float | None, bool]] = {}
+        self._shares: dict[tuple[str, str], dict[str, float]] = {}
+
+    def export(self, model: str, version: int, results: list[FeatureDrift]) -> None:
+        """See `DriftGauges.export`."""
+        for result in results:
+            key = (model, str(version), result.feature)
+            self._latest[key] = (result.psi, result.ks_statistic, result.drifted)
+            if result.feature == PREDICTION:  # the prediction distribution, per bin
+                shares = dict(zip(result.bin_labels, result.current_hist, strict=False))
+                self._shares[(model, str(version))] = shares
+        self.refresh()
+
+    def refresh(self) -> None:
+        """See `DriftGauges.refresh` (Ray drops a gauge value that is not set again within
+        a few export periods: the monitor calls this every few seconds)."""
+        for (model, version, feature), (psi, ks, drifted) in self._latest.items():
+            tags = {"model": model, "version": version, "feature": feature}
+            if psi is not None:
+                self._psi.set(psi, tags)
+            if ks is not None:
+                self._ks.set(ks, tags)
+            self._drifted.set(1.0 if drifted else 0.0, tags)
+        for (model, version), shares in self._shares.items():
+            for label, share in shares.items():
+                ascii_label = label.encode("ascii", "replace").decode()  # Ray's tags: ASCII
+                tags = {"model": model, "version": version, "bin": ascii_label}
+                self._share.set(share, tags)

@@ -9,13 +9,11 @@ import time
 import uuid
 from typing import Any
 
-import ray
-
+from app.adapters.actor_client import ActorClient
 from app.core.deployment import DeploymentView, DeploySpec, ServingBatch
 from app.core.feedback import Feedback, PredictionRef
 from app.core.routing import RoutingTable
 from app.core.serving_stats import LATENCY_BOUNDS_MS, Outcomes, VariantStats, latency_bucket
-from app.errors import DomainError, ErrorCode, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -182,40 +180,31 @@ class BufferedRecorder:
 
 
 class TrafficClient:
-    """The API's calls to the traffic actor; a dead or restarting actor answers 503."""
+    """`ServingControl`: the API's calls to the traffic actor (see `ActorClient` for its
+    errors)."""
 
     def __init__(self, handle: Any) -> None:
-        self._handle = handle
+        self._actor = ActorClient(handle, "the traffic service")
 
     async def deploy(self, model: str, spec: DeploySpec, actor: str) -> DeploymentView:
         """See `Traffic.deploy`."""
-        result: DeploymentView = await self._call("deploy", model, spec, actor)
+        result: DeploymentView = await self._actor.call("deploy", model, spec, actor)
         return result
 
     async def undeploy(self, model: str, actor: str) -> None:
         """See `Traffic.undeploy`."""
-        await self._call("undeploy", model, actor)
+        await self._actor.call("undeploy", model, actor)
 
     async def view(self, model: str) -> DeploymentView:
         """See `Traffic.view`."""
-        result: DeploymentView = await self._call("view", model)
+        result: DeploymentView = await self._actor.call("view", model)
         return result
 
     async def feedback(self, items: list[Feedback]) -> list[str]:
         """See `Traffic.feedback`."""
-        result: list[str] = await self._call("feedback", items)
+        result: list[str] = await self._actor.call("feedback", items)
         return result
 
     def ping(self, timeout_s: float = 5.0) -> None:
         """Block until the actor answers (for the health probe)."""
-        ray.get(self._handle.ping.remote(), timeout=timeout_s)
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        try:
-            return await getattr(self._handle, method).remote(*args)
-        except DomainError:
-            raise
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            raise Unavailable(
-                ErrorCode.BACKEND_UNAVAILABLE, "The traffic service is restarting; retry shortly."
-            ) from None
+        self._actor.ping(timeout_s)

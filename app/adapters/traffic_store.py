@@ -22,7 +22,7 @@ from app.core.serving_codec import (
     table_from_dict,
 )
 from app.core.serving_stats import VariantStats
-from app.ports import TrafficState
+from app.ports.serving import TrafficState
 
 _metadata = sa.MetaData()
 

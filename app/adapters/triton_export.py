@@ -23,7 +23,7 @@ from app.errors import ErrorCode, InvalidInput, NotFound, first_line
 
 log = logging.getLogger(__name__)
 
-_PYTHON_MODEL = Path(__file__).resolve().parents[2] / "deployments" / "triton_python_model.py"
+_PYTHON_MODEL = Path(__file__).resolve().parent / "triton_python_model.py"
 
 
 @dataclass(frozen=True)

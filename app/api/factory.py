@@ -1,4 +1,5 @@
-"""Builds the FastAPI application of the ML Service from settings and its ports."""
+"""Builds the FastAPI application of the ML Service from its use cases (`Services`) and
+the API's settings."""
 
 from __future__ import annotations
 
@@ -17,15 +18,9 @@ from app.api.routers import features as feature_routes
 from app.api.routers import llm as llm_routes
 from app.api.routers import monitoring as monitoring_routes
 from app.api.security import SECURITY_SCHEME
-from app.backends import Backends
 from app.core.access import TokenBook
-from app.feature_store import Features
-from app.llm.gateway import LlmGateway
-from app.monitoring import Monitoring
-from app.ports import Background, ExperimentTracker, HealthProbe, ModelRegistry, ServingControl
-from app.prediction import Predictor
-from app.settings import Settings
-from app.training import TrainingJobs
+from app.services.container import Services
+from app.settings import ApiSettings, TokenEntry
 
 API_VERSION = "1.0.0"
 
@@ -49,41 +44,24 @@ same query. **Retries.** Creation endpoints accept an `Idempotency-Key` header.
 
 
 def create_api(
-    settings: Settings,
-    tracker: ExperimentTracker,
-    probes: Sequence[HealthProbe],
+    services: Services,
     *,
-    registry: ModelRegistry | None = None,
-    traffic: ServingControl | None = None,
-    predictor: Predictor | None = None,
-    jobs: TrainingJobs | None = None,
-    features: Features | None = None,
-    monitoring: Monitoring | None = None,
-    backends: Backends | None = None,
-    llm: LlmGateway | None = None,
-    background: Sequence[Background] = (),
+    api: ApiSettings,
+    tokens: Sequence[TokenEntry],
+    mlflow_prefix: str = "/mlflow",
     echo_request_id: bool = True,
 ) -> FastAPI:
     """The API application.
 
     Args:
-        settings: resolved settings (see `load_settings`).
-        tracker: the experiment tracker port.
-        probes: components reported by `/health`.
-        registry: the model registry port (the registry actor); `/models` answers 503
-            without one.
-        traffic: deployments and feedback (the traffic actor).
-        predictor: the predict path.
-        jobs: training, tuning and batch-prediction jobs.
-        features: the feature store (Feast).
-        monitoring: drift, alerts and the per-model live view (the monitor actor).
-        backends: readies Triton and vLLM for deployments (None: only the model server).
-        llm: the OpenAI-compatible LLM routes (the vLLM backend).
-        background: started and stopped with the app (routing table follower, stats
-            flusher).
+        services: the use cases (what is None answers 503).
+        api: the API's settings (base path, pages, body limit).
+        tokens: the known tokens (hashes) and their roles.
+        mlflow_prefix: where the MLflow UI is served (links in responses).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
             which adds it itself.
     """
+    background = services.background
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -131,22 +109,13 @@ def create_api(
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
-    app.state.tracker = tracker
-    app.state.registry = registry
-    app.state.traffic = traffic
-    app.state.predictor = predictor
-    app.state.jobs = jobs
-    app.state.features = features
-    app.state.monitoring = monitoring
-    app.state.backends = backends or Backends(None, None)
-    app.state.llm = llm
-    app.state.probes = tuple(probes)
-    app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in settings.auth.tokens)
+    app.state.services = services
+    app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in tokens)
     app.state.context = ApiContext(
-        api_base=settings.api.base_path,
-        mlflow_prefix=settings.mlflow.ui_prefix,
-        default_page_size=settings.api.default_page_size,
-        max_page_size=settings.api.max_page_size,
+        api_base=api.base_path,
+        mlflow_prefix=mlflow_prefix,
+        default_page_size=api.default_page_size,
+        max_page_size=api.max_page_size,
     )
     install_problem_handlers(app)
     # The predict route first: routes are matched in order, on every request.
@@ -161,10 +130,10 @@ def create_api(
         monitoring_routes,
     )
     for module in (*routers, health):
-        app.include_router(module.router, prefix=settings.api.base_path)
+        app.include_router(module.router, prefix=api.base_path)
     app.add_middleware(
         RequestContextMiddleware,
-        max_body_bytes=settings.api.max_body_bytes,
+        max_body_bytes=api.max_body_bytes,
         echo_request_id=echo_request_id,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas.common import FieldErrorOut, Problem
-from app.api.schemas.training import JOB_KIND_TAGS
 from app.errors import DomainError, ErrorCode, FieldError
+from app.jobs.spec import JOB_KIND_TAGS
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,14 @@ the last step completes the rollout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from app.core.audit import EventType
 from app.core.serving_stats import VariantStats
+from app.errors import Conflict, ErrorCode
 
 
 class Action(StrEnum):
@@ -143,3 +146,35 @@ class Rollout:
     def last_step(self) -> bool:
         """Whether the current step is the final one."""
         return self.step_index == len(self.plan.steps) - 1
+
+
+def advance(
+    rollout: Rollout, action: Action, reason: str, stats: Mapping[str, VariantStats], now: float
+) -> tuple[Rollout, EventType]:
+    """The rollout after a judgement that did not hold: rolled back, completed (on its last
+    step) or at its next step (with the stats it is judged from then), and its audit kind."""
+    if action is Action.ROLLBACK:
+        return replace(rollout, phase=Phase.ROLLED_BACK, reason=reason), (
+            EventType.ROLLOUT_ROLLED_BACK
+        )
+    if rollout.last_step:
+        return replace(rollout, phase=Phase.COMPLETED, reason=reason), (EventType.ROLLOUT_COMPLETED)
+    return replace(
+        rollout,
+        step_index=rollout.step_index + 1,
+        step_started_at=now,
+        baseline_snapshot=stats.get(rollout.baseline, VariantStats()),
+        canary_snapshot=stats.get(rollout.canary, VariantStats()),
+        reason=reason,
+    ), EventType.ROLLOUT_STEP
+
+
+def refuse_during_rollout(rollout: Rollout | None) -> None:
+    """A deployment may not change while a canary rolls out (Conflict)."""
+    if rollout is not None and rollout.phase is Phase.PROGRESSING:
+        raise Conflict(
+            ErrorCode.ROLLOUT_IN_PROGRESS,
+            f"A canary of {rollout.canary} is rolling out; wait for it or undeploy.",
+            model=rollout.model,
+            canary=rollout.canary,
+        )

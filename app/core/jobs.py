@@ -63,3 +63,12 @@ class JobRun:
     registered_version: int | None
     error: str | None
     kind: str | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job: the cluster's record and, once it logs, its MLflow run."""
+
+    record: JobRecord
+    kind: str | None
+    run: JobRun | None

@@ -9,7 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from app.core.audit import AuditEvent, canonical
-from app.core.gates import Approval, Check, PromotionFacts, PromotionPolicy, evaluate
+from app.core.gates import (
+    Approval,
+    Check,
+    Evidence,
+    ProductionFacts,
+    PromotionFacts,
+    PromotionPolicy,
+    evaluate,
+)
 from app.core.lifecycle import SINGULAR_STAGES, ModelStage, check_transition
 from app.core.semver import ArtifactFacts, Registered, SemVer
 from app.errors import Conflict, ErrorCode
@@ -224,3 +232,83 @@ def aliases(versions: Iterable[ModelVersion]) -> dict[str, int]:
     """MLflow aliases mirroring the singular stages: each points at its newest holder."""
     held = holders(versions)
     return {stage.value: held[stage][0] for stage in SINGULAR_STAGES if held[stage]}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model logged by a run, as the registry needs to know it."""
+
+    uri: str
+    run_id: str
+    experiment_id: str
+    signature: Mapping[str, Any] | None
+    artifact_digest: str
+    metrics: Mapping[str, float]
+    datasets: tuple[Mapping[str, Any], ...] = ()
+    feature_service: str | None = None
+    code_version: str | None = None
+    parent_run_id: str | None = None
+
+
+def new_version(
+    request: Registration,
+    source: ModelSource,
+    number: int,
+    semver: SemVer,
+    facts: ArtifactFacts,
+    parent: int | None,
+    actor: str,
+    now: datetime,
+) -> ModelVersion:
+    """The version a registration creates: in development, with its lineage (the run, its
+    datasets and feature service, the code, the parent version and run, how it was
+    trained)."""
+    lineage = Lineage(
+        run_id=source.run_id,
+        experiment_id=source.experiment_id,
+        datasets=source.datasets,
+        feature_service=source.feature_service,
+        code_version=source.code_version,
+        parent_version=request.parent_version or parent,
+        artifact_digest=source.artifact_digest,
+        source_uri=source.uri,
+        parent_run_id=source.parent_run_id,
+        training=dict(request.provenance),
+    )
+    return ModelVersion(
+        model=request.model,
+        version=number,
+        semver=semver,
+        stage=ModelStage.DEVELOPMENT,
+        facts=facts,
+        metrics=dict(source.metrics),
+        lineage=lineage,
+        description=request.description,
+        tags=dict(request.tags),
+        registered_at=now,
+        registered_by=actor,
+        stage_changed_at=now,
+    )
+
+
+def superseded(
+    versions: Iterable[ModelVersion],
+    candidate: ModelVersion,
+    policy: PromotionPolicy,
+    traffic: Mapping[int, Evidence | None],
+) -> list[tuple[ModelVersion, tuple[Check, ...]]]:
+    """The production versions a promotion of `candidate` to production supersedes, each
+    with the checks of its own move to archived (drained? `traffic` says)."""
+    newcomer = ProductionFacts(candidate.version, candidate.metrics)
+    out = []
+    for old in versions:
+        if old.stage is ModelStage.PRODUCTION and old.version != candidate.version:
+            facts = PromotionFacts(
+                old.version,
+                old.facts.artifact_digest,
+                old.metrics,
+                production=newcomer,
+                traffic=traffic.get(old.version),
+            )
+            out.append((old, evaluate(ModelStage.ARCHIVED, facts, policy)))
+    return out

@@ -10,10 +10,13 @@ The rule, against the model's latest version:
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from app.core.audit import canonical
 from app.errors import Conflict, ErrorCode
 
 _PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -93,3 +96,11 @@ def next_semver(model: str, existing: Iterable[Registered], new: ArtifactFacts) 
     if new.signature_digest != latest.facts.signature_digest:
         return SemVer(latest.semver.major + 1, 0, 0)
     return SemVer(latest.semver.major, latest.semver.minor + 1, 0)
+
+
+def signature_digest(signature: Mapping[str, Any] | None) -> str:
+    """A digest of a model's input and output signature ("none" when it has none)."""
+    if not signature:
+        return hashlib.sha256(b"none").hexdigest()
+    shape = {"inputs": signature.get("inputs"), "outputs": signature.get("outputs")}
+    return hashlib.sha256(canonical(shape).encode("utf-8")).hexdigest()

@@ -21,10 +21,10 @@ from typing import Any
 import ray
 from mlflow.entities import Metric
 
-from app.api.schemas.training import BatchPredictSpec
 from app.core.lifecycle import ModelStage
 from app.jobs.context import JobContext, fail_run, now_ms, quiet_data
-from app.jobs.tabular import digest_of
+from app.jobs.spec import BatchPredictSpec
+from app.jobs.tabular import location
 from app.logs import configure_logging
 
 log = logging.getLogger("app.jobs.batch_predict")
@@ -132,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
 def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
     """Read, predict, write, count."""
     version = spec.version or _holder(context, spec.model, ModelStage(spec.stage or ""))
-    digest = digest_of(spec.input)
+    source, target = location(spec.input), location(spec.output)
+    digest = context.storage.digest(source)
     client = context.client
     client.set_tag(run_id, "mlservice.model_version", str(version))
     client.set_tag(run_id, "mlservice.input_digest", digest)
     began = time.perf_counter()
-    dataset = ray.data.read_parquet(spec.input, ray_remote_args={"num_cpus": IO_CPUS})
+    in_fs, in_path = context.storage.locate(source)
+    out_fs, out_path = context.storage.locate(target)
+    dataset = ray.data.read_parquet(
+        in_path, filesystem=in_fs, ray_remote_args={"num_cpus": IO_CPUS}
+    )
     rows = dataset.count()
     client.set_tag(run_id, "mlservice.total", str(rows))
     labels = {"model": spec.model, "model_version": version, "input_digest": digest}
@@ -154,8 +159,8 @@ def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
         replicas=spec.concurrency,
         cpus_per_replica=spec.cpus_per_replica,
     )
-    predictions.write_parquet(spec.output, ray_remote_args={"num_cpus": IO_CPUS})
-    written = ray.data.read_parquet(spec.output).count()
+    predictions.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": IO_CPUS})
+    written = ray.data.read_parquet(out_path, filesystem=out_fs).count()
     seconds = time.perf_counter() - began
     manifest = {
         **labels,
@@ -165,8 +170,8 @@ def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
         "job_id": context.job_id,
         "mlflow_run_id": run_id,
     }
-    if "://" not in spec.output:
-        (Path(spec.output) / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    with out_fs.open_output_stream(f"{out_path}/_manifest.json") as stream:
+        stream.write(json.dumps(manifest, indent=2).encode())
     client.log_batch(
         run_id,
         metrics=[

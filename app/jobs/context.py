@@ -1,5 +1,6 @@
-"""What a job on the service's cluster needs from the service: the MLflow store, the
-artifact root and the registry, found through the registry actor (no paths to configure)."""
+"""What a job on the service's cluster needs from the service: the MLflow store, the file
+storage, the feature store and the registry, found through the registry actor (no paths
+to configure: a job submitted with `ray job submit` finds them too)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import ray
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
+from app.adapters.storage import ArrowStorage, open_storage
 from app.adapters.torch_mlp import Servable
-from app.api.schemas.training import TrainingSpec
 from app.core.drift import PREDICTION, REFERENCE_ARTIFACT, Reference, capture
 from app.core.registry import Registration
 from app.core.tracking import DATASET_CONTEXT_TAG
+from app.jobs.spec import JobEnvironment, TrainingSpec
 from app.jobs.tabular import TabularData, schema_json
 
 log = logging.getLogger(__name__)
@@ -45,19 +47,30 @@ class JobContext:
     """The service as seen from a job."""
 
     job_id: str
-    tracking_uri: str
-    artifact_root: str
+    environment: JobEnvironment
+    storage: ArrowStorage
     registry: Any
 
     @classmethod
     def discover(cls) -> JobContext:
-        """Find the registry actor (by name) and ask it where the stores are."""
+        """Find the registry actor (by name: a job is a driver of its own, started by Ray's
+        job API or the `ray job submit` command) and ask it where the stores are."""
         registry = ray.get_actor(REGISTRY, namespace=NAMESPACE)
-        stores: Any = ray.get(registry.tracking.remote())
-        tracking_uri, artifact_root = str(stores[0]), str(stores[1])
-        mlflow.set_tracking_uri(tracking_uri)  # a job process serves one store
+        environment: Any = ray.get(registry.job_environment.remote())
+        mlflow.set_tracking_uri(environment.tracking_uri)  # a job process serves one store
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        return cls(submission_id(), tracking_uri, artifact_root, registry)
+        storage = open_storage(environment.storage)
+        return cls(submission_id(), environment, storage, registry)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow store."""
+        return self.environment.tracking_uri
+
+    @property
+    def artifact_root(self) -> str:
+        """Where new MLflow experiments keep their artifacts."""
+        return self.environment.artifact_root
 
     def feature_store(self) -> Any:
         """The service's Feast feature store (`FeastFeatures`)."""
@@ -65,17 +78,18 @@ class JobContext:
 
         from app.adapters.feast_store import FeastFeatures
 
-        repo, directory, config = ray.get(self.registry.feature_store.remote())
-        return FeastFeatures(Path(repo), Path(directory), config)
+        env = self.environment
+        return FeastFeatures(Path(env.feature_repo), Path(env.feature_dir), env.feature_config)
 
     @property
     def client(self) -> MlflowClient:
         """MLflow's client on the service's store."""
         return MlflowClient(self.tracking_uri)
 
-    def storage_path(self, kind: str) -> str:
-        """Where Ray Train and Tune keep results and checkpoints (the artifact store)."""
-        return f"{self.artifact_root.rstrip('/')}/ray/{kind}"
+    def checkpoints(self, kind: str) -> tuple[Any, str]:
+        """Where Ray Train and Tune keep results and checkpoints: the storage's
+        `checkpoints/<kind>`, as a pyarrow filesystem and a path in it."""
+        return self.storage.locate(f"checkpoints/{kind}")
 
     def start_run(self, spec: TrainingSpec, kind: str, total: int | None = None) -> str:
         """The job's MLflow run, tagged so the service can follow it."""

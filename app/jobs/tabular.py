@@ -6,15 +6,15 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
 
-from app.api.schemas.training import DatasetSpec
-from app.core import churn_data
-from app.core.files import temporary_beside, write_parquet
+from app.adapters.storage import parquet_bytes
+from app.jobs.spec import DatasetSpec
+from app.samples import churn
 
 if TYPE_CHECKING:
     from app.jobs.context import JobContext
@@ -49,8 +49,9 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
     if spec.feature_service:
         path, served, signature = _training_set(spec, context)
     else:
-        path = _materialise(spec, context) if spec.generate else str(spec.path)
-    dataset = ray.data.read_parquet(path)
+        path = _materialise(spec, context) if spec.generate else location(str(spec.path))
+    filesystem, inside = context.storage.locate(path)
+    dataset = ray.data.read_parquet(inside, filesystem=filesystem)
     schema = {
         name: str(kind)
         for name, kind in zip(dataset.schema().names, dataset.schema().types, strict=True)
@@ -79,9 +80,9 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
         target=spec.target,
         mean=mean,
         std=std,
-        name=Path(path.rstrip("/")).stem,
+        name=posixpath.splitext(posixpath.basename(path.rstrip("/")))[0],
         source=path,
-        digest=digest_of(path),
+        digest=context.storage.digest(path),
         schema=schema,
         rows=rows,
         example=example,
@@ -90,29 +91,33 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
     )
 
 
+def location(path: str) -> str:
+    """A dataset location a job can read on any node: a URI as given, a local path made
+    absolute (relative paths are taken from the job's working directory)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def _materialise(spec: DatasetSpec, context: JobContext) -> str:
-    """Write the generated sample dataset as parquet, content-addressed in the artifact
-    store (the same seed and size give the same file)."""
+    """Write the generated sample dataset as parquet, content-addressed in the storage's
+    `datasets/` (the same seed and size give the same file)."""
     assert spec.generate is not None
-    frame = churn_data.generate(spec.generate.rows, spec.generate.seed)
-    directory = Path(context.artifact_root) / "datasets"
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"churn-{spec.generate.rows}-{spec.generate.seed}.parquet"
-    path = directory / name
-    if not path.exists():
-        write_parquet(frame, path)  # two jobs starting together may both write it
-    return str(path)
+    key = f"datasets/churn-{spec.generate.rows}-{spec.generate.seed}.parquet"
+    if not context.storage.exists(key):  # two jobs starting together may both write it
+        frame = churn.generate(spec.generate.rows, spec.generate.seed)
+        context.storage.write_bytes(key, parquet_bytes(frame))
+    return context.storage.uri(key)
 
 
 def _training_set(spec: DatasetSpec, context: JobContext) -> tuple[str, list[str], list[list[str]]]:
     """Point-in-time-correct features for the entity rows, from the feature service,
     written as parquet (content-addressed) so that the digest covers what was trained on."""
-    import pandas as pd
+    import pyarrow.parquet as pq
 
     assert spec.feature_service and spec.entities
     from app.core.features import service_signature
 
-    entity_df = pd.read_parquet(spec.entities)
+    filesystem, inside = context.storage.locate(location(spec.entities))
+    entity_df = pq.read_table(inside, filesystem=filesystem).to_pandas()
     store = context.feature_store()
     signature = service_signature(store.catalog(), spec.feature_service)
     if signature is None:
@@ -133,39 +138,17 @@ def _training_set(spec: DatasetSpec, context: JobContext) -> tuple[str, list[str
             f"{len(complete)} of {len(frame)} entity rows at their timestamps: no "
             "snapshot within the TTL before these labels' timestamps?"
         )
-    frame = complete.drop(columns=["event_timestamp"])
-    directory = Path(context.artifact_root) / "datasets"
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(directory / f"{spec.feature_service}.parquet")
-    try:
-        frame.to_parquet(tmp, index=False)
-        content = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
-        path = directory / f"{spec.feature_service}-{content}.parquet"
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = parquet_bytes(complete.drop(columns=["event_timestamp"]))
+    content = hashlib.sha256(data).hexdigest()[:16]
+    key = f"datasets/{spec.feature_service}-{content}.parquet"
+    context.storage.write_bytes(key, data)
     log.info(
         "training set from feature service %s: %d rows (of %d entity rows)",
         spec.feature_service,
-        len(frame),
+        len(complete),
         len(entity_df),
     )
-    return str(path), served, [list(s) for s in signature]
-
-
-def digest_of(path: str) -> str:
-    """SHA-256 over the parquet files under `path` (a file or a directory), first 16 hex."""
-    target = Path(path)
-    files = sorted(target.rglob("*.parquet")) if target.is_dir() else [target]
-    if not target.exists():
-        return hashlib.sha256(path.encode()).hexdigest()[:16]  # remote: name the source
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return context.storage.uri(key), served, [list(s) for s in signature]
 
 
 def schema_json(data: TabularData) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 import ray
 
-from app.api.schemas.training import TrainingSpec
 from app.jobs.context import JobContext, fail_run, quiet_data
+from app.jobs.spec import TrainingSpec
 from app.jobs.tabular import TabularData, load
 from app.logs import configure_logging
 
@@ -89,7 +89,7 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
         num_workers=scaling.num_workers,
         use_gpu=scaling.use_gpu,
         resources_per_worker=resources,
-        storage_path=context.storage_path("train"),
+        storage=context.checkpoints("train"),
         name=f"{context.job_id}",
         max_failures=spec.max_failures,
     )

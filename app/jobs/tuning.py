@@ -10,7 +10,6 @@ from typing import Any
 from app.adapters import ray_tune
 from app.adapters.ray_train import load_checkpoint_model
 from app.adapters.torch_mlp import CLASSIFIER
-from app.api.schemas.training import TrainingSpec
 from app.core.search_space import Searcher, parse
 from app.jobs.context import (
     FEATURE_SERVICE_TAG,
@@ -20,6 +19,7 @@ from app.jobs.context import (
     JobContext,
     now_ms,
 )
+from app.jobs.spec import TrainingSpec
 from app.jobs.tabular import TabularData
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
         scheduler=config.scheduler.model_dump(),
         seed=config.seed,
         cpus_per_trial=config.cpus_per_trial,
-        storage_path=context.storage_path("tune"),
+        storage=context.checkpoints("tune"),
         name=context.job_id,
     )
     epochs = _close_trials(context, parent_run_id, results, int(spec.params.get("epochs", 5)))

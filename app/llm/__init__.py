@@ -1,1 +1,1 @@
-"""Large language models: local model directories, the registry flavor, the vLLM backend."""
+"""Kept for LLM versions logged before the redesign (see `app.llm.registry_model`)."""

@@ -1,7 +1,7 @@
 """The demo churn feature repository: one entity, a feature view with a TTL over customer
 snapshots, an on-demand transformation and two feature services.
 
-Data (written by `app.core.feature_data` on the service's first start) lives under
+Data (written by `app.samples.feature_snapshots` on the service's first start) lives under
 ML_FEAST_DIR: `customer_stats.parquet` holds a daily snapshot per customer with its
 `event_timestamp`.
 """

@@ -21,9 +21,9 @@ import mlflow
 import pytest
 
 from app.core.access import Role
-from tests.api_fixtures import Tokens
-from tests.integration.model_factory import log_model_run
-from tests.service_process import Service
+from testkit.auth import Tokens
+from testkit.models import log_model_run
+from testkit.service import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_process import ROOT, Service
+from testkit.service import ROOT, Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from app.adapters.health_probes import ArtifactStoreProbe, PingProbe
 from app.adapters.mlflow_store import prepare_mlflow_store
 from app.adapters.mlflow_tracking import MlflowExperimentTracker
-from app.api.factory import create_api
 from app.settings import Settings
-from tests.api_fixtures import Tokens, settings_for
-from tests.service_process import free_port
+from testkit.api import build_app
+from testkit.auth import Tokens
+from testkit.service import free_port
+from testkit.settings import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def make_client(settings: Settings, tracker: Any, **kwargs: Any) -> TestClient:
         PingProbe("mlflow_store", tracker.ping),
         ArtifactStoreProbe(settings.mlflow.artifact_root),
     )
-    return TestClient(create_api(settings, tracker, probes), **kwargs)
+    return TestClient(build_app(settings, tracker, probes), **kwargs)
 
 
 @pytest.fixture

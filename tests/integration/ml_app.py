@@ -15,8 +15,9 @@ import ray
 
 from app.settings import Settings, load_settings
 from deployments.builder import AppArgs, build_ml_app, build_mlflow_app
-from tests.api_fixtures import CONFIGS, Tokens
-from tests.service_process import free_port, wait_routed
+from testkit.auth import Tokens
+from testkit.service import free_port, wait_routed
+from testkit.settings import CONFIGS
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import pytest
 import torch
 from ray import serve
 
+from app.adapters.mlflow_llm import log_llm
 from app.core.access import Role
-from app.llm.registry_model import log_llm
-from app.llm.tiny import build_tiny_llama
+from app.samples.tiny_llm import build_tiny_llama
+from testkit.models import PIP, log_flaky_run, log_model_run
 from tests.integration.ml_app import RunningApp, running_ml_app
-from tests.integration.model_factory import PIP, log_flaky_run, log_model_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

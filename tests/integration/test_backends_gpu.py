@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from app.adapters.mlflow_llm import log_llm
 from app.adapters.triton_export import ExportedModel, RepositoryOptions, config_pbtxt
 from app.adapters.vllm_backend import engine_config
 from app.core.access import Role
-from app.llm.registry_model import log_llm
-from app.llm.tiny import build_tiny_llama
+from app.samples.tiny_llm import build_tiny_llama
 from app.settings import LlmSettings
+from testkit.models import log_model_run
 from tests.integration.ml_app import running_ml_app
-from tests.integration.model_factory import log_model_run
 from tests.integration.test_backends import (
     BASE,
     ROWS,

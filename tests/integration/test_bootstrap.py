@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.bootstrap import BOOTSTRAP_TOKEN_NAME, prepare
 from app.core.access import Role, TokenBook, token_digest
 from app.settings import Settings, SettingsError, load_settings
-from tests.api_fixtures import CONFIGS, Tokens
+from deployments.startup import BOOTSTRAP_TOKEN_NAME, prepare
+from testkit.auth import Tokens
+from testkit.settings import CONFIGS
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.adapters.feast_store import STATS_FILE, FeastFeatures
-from app.api.factory import create_api
 from app.core.access import Role
-from app.feature_store import Features
-from tests.api_fixtures import CONFIGS, StubTracker, Tokens, settings_for
+from app.services.container import Services
+from app.services.features import Features
+from testkit.api import StubTracker, api_for
+from testkit.auth import Tokens
+from testkit.settings import CONFIGS, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repo]:
     feast.start(demo_data=False)
     tokens = Tokens()
     settings = settings_for(directory / "data", tokens)
-    app = create_api(settings, StubTracker(), (), features=Features(feast, catalog_ttl_s=0.001))
+    services = Services(tracker=StubTracker(), features=Features(feast, catalog_ttl_s=0.001))
+    app = api_for(settings, services)
     with TestClient(app) as http:
         yield Repo(feast, clock, http, tokens)
 

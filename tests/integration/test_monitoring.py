@@ -18,13 +18,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from app.core import churn_data
 from app.core.access import Role
 from app.core.drift import PREDICTION
 from app.core.monitoring import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.api_fixtures import Tokens
+from app.samples import churn
+from testkit.auth import Tokens
+from testkit.service import free_port
 from tests.integration.ml_app import running_ml_app
-from tests.service_process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,7 +87,7 @@ class Service:
 
     def traffic(self, frame: pd.DataFrame) -> None:
         """Send `frame`'s feature rows to /predict, ROWS_PER_REQUEST at a time."""
-        features = frame[list(churn_data.FEATURES)]
+        features = frame[list(churn.FEATURES)]
         for start in range(0, len(features), ROWS_PER_REQUEST):
             chunk = features.iloc[start : start + ROWS_PER_REQUEST]
             body = {"model": MODEL, "inputs": chunk.to_dict(orient="list")}
@@ -151,7 +151,7 @@ def test_traffic_like_training_raises_no_alarm_and_every_request_is_counted(
 ) -> None:
     service.set_policy(window_s=WINDOW_S, cooldown_s=0, webhook_url=hook.url)
     for seed in (11, 12, 13):  # three windows of traffic from the training distribution
-        service.traffic(churn_data.generate(400, seed))
+        service.traffic(churn.generate(400, seed))
         (evaluation,) = service.evaluate().values()
         assert evaluation["reference"] and evaluation["window"]["rows"] == 400, evaluation
         assert [f["feature"] for f in evaluation["features"] if f["drifted"]] == []
@@ -171,7 +171,7 @@ def test_traffic_like_training_raises_no_alarm_and_every_request_is_counted(
     assert variant["latency_ms"]["p50"] > 0 and variant["role"] == "primary"
     assert [d["version"] for d in view["drift"]] == [1]
     assert {f["feature"] for f in view["drift"][0]["features"]} == {
-        *churn_data.FEATURES,
+        *churn.FEATURES,
         PREDICTION,
     }
 
@@ -180,7 +180,7 @@ def test_a_shifted_feature_is_flagged_alone_and_sent_once_signed(
     service: Service, hook: Hook
 ) -> None:
     time.sleep(WINDOW_S + 0.2)  # a fresh window
-    shifted = churn_data.generate(400, 21)
+    shifted = churn.generate(400, 21)
     shifted["age"] += 15  # age does not drive churn: the predictions stay put
     service.traffic(shifted)
     (evaluation,) = service.evaluate().values()
@@ -218,7 +218,7 @@ def test_a_retraining_policy_starts_one_job_whose_version_names_the_alert(
     service: Service, hook: Hook, tmp_path: Path
 ) -> None:
     time.sleep(WINDOW_S + 0.2)
-    service.traffic(churn_data.generate(400, 31))  # clean again: open alerts resolve
+    service.traffic(churn.generate(400, 31))  # clean again: open alerts resolve
     service.evaluate()
     earlier = service.call("GET", "/monitoring/alerts", Role.VIEWER)["items"]
     assert all(a["state"] == "resolved" for a in earlier)
@@ -226,7 +226,7 @@ def test_a_retraining_policy_starts_one_job_whose_version_names_the_alert(
     retrain = {"spec": spec(experiment="churn-retrained"), "max_jobs": 1, "period_s": 3600}
     service.set_policy(window_s=WINDOW_S, cooldown_s=0, webhook_url=hook.url, retrain=retrain)
     time.sleep(WINDOW_S + 0.2)
-    shifted = churn_data.generate(400, 41)
+    shifted = churn.generate(400, 41)
     shifted["age"] += 15
     for _ in range(3):  # drift holds, resolves never: still one job
         service.traffic(shifted)
@@ -253,7 +253,7 @@ def test_a_retraining_policy_starts_one_job_whose_version_names_the_alert(
 def test_prometheus_has_the_predictions_the_drift_and_the_quality(service: Service) -> None:
     import ray
 
-    row = churn_data.generate(1, 51)[list(churn_data.FEATURES)].to_dict(orient="list")
+    row = churn.generate(1, 51)[list(churn.FEATURES)].to_dict(orient="list")
     answer = service.call("POST", "/predict", Role.VIEWER, json={"model": MODEL, "inputs": row})
     service.sent_requests += 1
     service.call("POST", "/feedback", json={"request_id": answer["request_id"], "outcome": 1.0})

@@ -18,14 +18,16 @@ from mlflow import MlflowClient
 from app.adapters.health_probes import PingProbe
 from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.adapters.registry_actor_client import ActorModelRegistry
-from app.api.factory import create_api
 from app.core.access import Role
 from app.core.semver import SemVer
+from app.services.container import Services
+from app.services.lifecycle import Promotions
 from app.settings import Settings
 from deployments.builder import registry_actor
-from tests.api_fixtures import Tokens
+from testkit.api import api_for
+from testkit.auth import Tokens
+from testkit.models import LoggedRun, log_model_run
 from tests.integration.actor_restarts import kill_and_wait_restarted
-from tests.integration.model_factory import LoggedRun, log_model_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,12 +51,15 @@ def handle(registry_settings: Settings, ray_cluster: None) -> Iterator[Any]:
 @pytest.fixture
 def app(registry_settings: Settings, handle: Any) -> Any:
     mlflow = registry_settings.mlflow
-    assert mlflow.tracking_uri and mlflow.artifact_root
     tracker = MlflowExperimentTracker(mlflow.tracking_uri, mlflow.artifact_root)
     registry = ActorModelRegistry(handle)
-    return create_api(
-        registry_settings, tracker, [PingProbe("registry", registry.ping)], registry=registry
+    services = Services(
+        tracker=tracker,
+        probes=(PingProbe("registry", registry.ping),),
+        registry=registry,
+        promotions=Promotions(registry, None),
     )
+    return api_for(registry_settings, services)
 
 
 @pytest.fixture

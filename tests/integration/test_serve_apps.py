@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from app.core.access import Role
 from app.errors import Conflict, ErrorCode, NotFound
-from tests.api_fixtures import Tokens
+from testkit.auth import Tokens
 from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,6 +80,7 @@ def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
             "ray": "ok",
             "mlflow_store": "ok",
             "artifact_store": "ok",
+            "storage": "ok",
             "registry": "ok",
             "traffic": "ok",
             "monitor": "ok",

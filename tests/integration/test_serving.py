@@ -18,10 +18,10 @@ import ray
 
 from app.core.access import Role
 from app.settings import Settings
-from tests.api_fixtures import Tokens
+from testkit.auth import Tokens
+from testkit.models import log_flaky_run, log_model_run
 from tests.integration.actor_restarts import kill_and_wait_restarted
 from tests.integration.ml_app import running_ml_app
-from tests.integration.model_factory import log_flaky_run, log_model_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from mlflow.entities import ViewType
 from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.core.access import Role
 from app.settings import Settings
-from tests.api_fixtures import Tokens
+from testkit.auth import Tokens
 from tests.integration.conftest import make_client, make_tracker
 
 pytestmark = pytest.mark.integration

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from app.core import churn_data
 from app.core.access import Role
 from app.core.drift import PREDICTION, REFERENCE_ARTIFACT, Reference
+from app.samples import churn
 from app.settings import Settings
-from tests.api_fixtures import CONFIGS, Tokens
+from testkit.auth import Tokens
+from testkit.settings import CONFIGS
 from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -120,7 +121,7 @@ def test_a_two_worker_training_job_trains_logs_and_registers(service: Service) -
     reference = Reference.from_dict(
         mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{REFERENCE_ARTIFACT}")
     )  # what monitoring compares traffic with
-    assert set(reference.features) == {*churn_data.FEATURES, PREDICTION}
+    assert set(reference.features) == {*churn.FEATURES, PREDICTION}
     assert reference.rows > 1000
 
     version = service.http.get(
@@ -314,7 +315,7 @@ def test_without_recovery_a_killed_worker_fails_the_job_clearly(service: Service
 
 def test_batch_prediction_over_100k_rows(service: Service) -> None:
     source = service.workdir / "score.parquet"
-    churn_data.generate(100_000, seed=9).drop(columns=["churned"]).to_parquet(source)
+    churn.generate(100_000, seed=9).drop(columns=["churned"]).to_parquet(source)
     trained = service.submit(
         training_spec(
             experiment="churn-batch",

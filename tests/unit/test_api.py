@@ -14,8 +14,10 @@ from app.api.routers import health as health_router
 from app.api.security import GuardedRoute
 from app.core.access import Role
 from app.errors import ErrorCode, Unavailable
-from app.ports import ComponentHealth, HealthStatus
-from tests.api_fixtures import StubTracker, Tokens, build_app, settings_for
+from app.ports.health import ComponentHealth, HealthStatus
+from testkit.api import StubTracker, build_app
+from testkit.auth import Tokens
+from testkit.settings import settings_for
 
 BASE = "/api/v1/ml"
 PROBLEM = "application/problem+json"

@@ -19,13 +19,13 @@ import pytest
 from app.adapters.serve_invoker import BackendInvoker
 from app.adapters.triton_export import ExportedModel, RepositoryOptions, config_pbtxt, triton_name
 from app.adapters.vllm_backend import CPU_DTYPE_FILE, app_name, engine_config
-from app.backends import Backends
 from app.core.deployment import Arm, DeploySpec
 from app.core.feedback import PredictionRef
 from app.core.model_io import RowBlock
 from app.core.routing import BUCKETS, Backend, Role, RoutingTable, Strategy, Variant, bucket
 from app.errors import ErrorCode, InvalidInput, NotFound, Unavailable, UpstreamFailed
-from app.llm.gateway import LlmAnswer, LlmGateway
+from app.services.backends import Backends
+from app.services.llm import LlmAnswer, LlmGateway
 from app.settings import LlmSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.adapters.prediction_log import PredictionLog, block_columns, prediction_score, read_window
+import pandas as pd
+import pytest
+
+from app.adapters.prediction_log import (
+    PredictionLog,
+    PredictionLogReader,
+    block_columns,
+    prediction_score,
+)
+from app.adapters.storage import ArrowStorage, open_storage
 from app.core.drift import PREDICTION
+from app.settings import StorageSettings
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> ArrowStorage:
+    return open_storage(StorageSettings(uri=str(tmp_path), cache_dir=tmp_path / "cache"))
+
+
+def read_window(storage: ArrowStorage, model: str, version: int, since: float) -> pd.DataFrame:
+    return PredictionLogReader(storage).window(model, version, since)
 
 
 def test_rows_of_every_shape_become_columns() -> None:
@@ -20,12 +39,14 @@ def test_rows_of_every_shape_become_columns() -> None:
     assert prediction_score({"0": 0.3, "1": 0.7}) == 0.7
 
 
-def test_sampled_rows_are_written_in_batches_and_read_back(tmp_path: Path) -> None:
+def test_sampled_rows_are_written_in_batches_and_read_back(
+    storage: ArrowStorage, tmp_path: Path
+) -> None:
     draws = itertools.cycle([0.1, 0.9])  # every other request sampled at rate 0.5
 
     async def scenario() -> PredictionLog:
         log = PredictionLog(
-            tmp_path, sample_rate=lambda _: 0.5, flush_s=60, draw=lambda: next(draws)
+            storage, sample_rate=lambda _: 0.5, flush_s=60, draw=lambda: next(draws)
         )
         await log.start()
         for i in range(10):
@@ -35,25 +56,25 @@ def test_sampled_rows_are_written_in_batches_and_read_back(tmp_path: Path) -> No
 
     log = asyncio.run(scenario())
     assert log.written == 10 and log.dropped == 0  # 5 requests x 2 rows
-    files = list((tmp_path / "model=churn" / "version=3").glob("*.parquet"))
+    files = list((tmp_path / "predictions" / "model=churn" / "version=3").glob("*.parquet"))
     assert len(files) == 1  # one batch
-    frame = read_window(tmp_path, "churn", 3, since=0)
+    frame = read_window(storage, "churn", 3, since=0)
     assert sorted(frame["request_id"].unique()) == ["r0", "r2", "r4", "r6", "r8"]
     assert list(frame[PREDICTION][:2]) == [0.7, 0.4]
     assert set(frame.columns) >= {"ts", "variant", "x", "prediction"}
-    assert read_window(tmp_path, "churn", 4, since=0).empty
+    assert read_window(storage, "churn", 4, since=0).empty
 
 
-def test_a_full_buffer_drops_rows_instead_of_waiting(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path, sample_rate=lambda _: 1.0, max_buffered_rows=5)
+def test_a_full_buffer_drops_rows_instead_of_waiting(storage: ArrowStorage, tmp_path: Path) -> None:
+    log = PredictionLog(storage, sample_rate=lambda _: 1.0, max_buffered_rows=5)
     for i in range(4):
         log.record("m", 1, "primary", f"r{i}", [[1.0], [2.0]], [1, 2])
     assert log.dropped == 4  # two requests buffered (4 rows), the next two dropped
 
 
-def test_an_odd_request_is_skipped_not_the_batch(tmp_path: Path) -> None:
+def test_an_odd_request_is_skipped_not_the_batch(storage: ArrowStorage, tmp_path: Path) -> None:
     async def scenario() -> PredictionLog:
-        log = PredictionLog(tmp_path, sample_rate=lambda _: 1.0)
+        log = PredictionLog(storage, sample_rate=lambda _: 1.0)
         log.record("m", 1, "primary", "ragged", {"a": [1, 2], "b": [1]}, [1, 2])
         log.record("m", 1, "primary", "fine", {"a": [1, 2], "b": [1, 2]}, [1, 2])
         await log.flush()
@@ -61,47 +82,47 @@ def test_an_odd_request_is_skipped_not_the_batch(tmp_path: Path) -> None:
 
     log = asyncio.run(scenario())
     assert log.written == 2
-    assert list(read_window(tmp_path, "m", 1, since=0)["request_id"]) == ["fine", "fine"]
+    assert list(read_window(storage, "m", 1, since=0)["request_id"]) == ["fine", "fine"]
 
 
-def test_a_flush_waits_for_a_background_write_in_progress(tmp_path: Path) -> None:
+def test_a_flush_waits_for_a_background_write_in_progress(
+    storage: ArrowStorage, tmp_path: Path
+) -> None:
     class SlowLog(PredictionLog):
         def _write(self, buffer: Any) -> None:
             time.sleep(0.3)
             super()._write(buffer)
 
     async def scenario() -> int:
-        log = SlowLog(tmp_path, sample_rate=lambda _: 1.0, flush_s=0.01)
+        log = SlowLog(storage, sample_rate=lambda _: 1.0, flush_s=0.01)
         await log.start()
         log.record("m", 1, "primary", "r", {"x": [1, 2]}, [0, 1])
         await asyncio.sleep(0.1)  # the background flush has taken the buffer, still writing
         await log.flush()  # what an evaluation on demand does first
-        written = len(read_window(tmp_path, "m", 1, since=0))
+        written = len(read_window(storage, "m", 1, since=0))
         await log.stop()
         return written
 
     assert asyncio.run(scenario()) == 2
 
 
-def test_files_past_retention_are_pruned(tmp_path: Path) -> None:
-    from app.adapters.prediction_log import prune_log
-
-    directory = tmp_path / "model=m" / "version=1"
+def test_files_past_retention_are_pruned(storage: ArrowStorage, tmp_path: Path) -> None:
+    directory = tmp_path / "predictions" / "model=m" / "version=1"
     directory.mkdir(parents=True)
     for written_ms in (1_000, 2_000, 9_000):
         (directory / f"{written_ms}-abc.parquet").write_bytes(b"")
     (directory / "notes.parquet").write_bytes(b"")  # not ours: left alone
-    assert prune_log(tmp_path, before=5.0) == 2
+    assert PredictionLogReader(storage).prune(before=5.0) == 2
     assert sorted(p.name for p in directory.iterdir()) == ["9000-abc.parquet", "notes.parquet"]
 
 
-def test_requests_with_other_columns_share_a_batch(tmp_path: Path) -> None:
+def test_requests_with_other_columns_share_a_batch(storage: ArrowStorage, tmp_path: Path) -> None:
     async def scenario() -> None:
-        log = PredictionLog(tmp_path, sample_rate=lambda _: 1.0)
+        log = PredictionLog(storage, sample_rate=lambda _: 1.0)
         log.record("m", 1, "primary", "r1", {"a": [1.0]}, [0.5])
         log.record("m", 1, "primary", "r2", {"a": [2.0], "b": ["x"]}, [0.7])
         await log.flush()
 
     asyncio.run(scenario())
-    frame = read_window(tmp_path, "m", 1, since=0)
+    frame = read_window(storage, "m", 1, since=0)
     assert frame["a"].tolist() == [1.0, 2.0] and frame["b"].tolist() == [None, "x"]

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.api.schemas.training import TrainingSpec
 from app.core.jobs import JobRecord, JobRun, JobState
 from app.errors import DomainError, InvalidInput
-from app.training import TrainingJobs
+from app.jobs.spec import TrainingSpec
+from app.services.training import TrainingJobs
 
 
 class RecordingLauncher:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from app.api.deps import Probes
 from app.api.schemas.health import ComponentOut, HealthReport
 from app.api.security import PUBLIC, GuardedRoute
-from app.ports import ComponentHealth, HealthProbe, HealthStatus
+from app.ports.health import ComponentHealth, HealthProbe, HealthStatus
 
 router = APIRouter(prefix="/health", tags=["health"], route_class=GuardedRoute)
 

@@ -17,7 +17,7 @@ from app.api.problems import problem_responses, request_id_of
 from app.api.schemas.llm import ChatCompletionRequest, CompletionRequest
 from app.api.security import GuardedRoute, requires
 from app.core.access import Role
-from app.llm.gateway import LlmAnswer, LlmGateway
+from app.services.llm import LlmAnswer, LlmGateway
 
 router = APIRouter(tags=["llm"], route_class=GuardedRoute)
 

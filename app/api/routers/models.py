@@ -7,12 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import Context, CurrentPrincipal, PageParams, Registry
+from app.api.deps import Context, CurrentPrincipal, PageParams, PromotionsDep, Registry
 from app.api.idempotency import answer_creation
 from app.api.problems import problem_responses
 from app.api.schemas.common import Page
 from app.api.schemas.models import (
-    MODEL_NAME_PATTERN,
     SEMVER_RULE,
     ApprovalCreate,
     ApprovalPublic,
@@ -27,12 +26,13 @@ from app.api.schemas.models import (
     PromoteRequest,
     PromotionPublic,
 )
+from app.api.schemas.policy import PromotionPolicyBody
 from app.api.security import GuardedRoute, requires
 from app.core.access import Role
 from app.core.audit import stages_as_of, verify
 from app.core.paging import query_fingerprint, seal, unseal
 from app.errors import ErrorCode, NotFound
-from app.settings import PolicySettings
+from app.jobs.spec import MODEL_NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
 
@@ -171,12 +171,12 @@ async def get_version(
 async def promote(
     model_id: ModelId,
     body: PromoteRequest,
-    registry: Registry,
+    promotions: PromotionsDep,
     principal: CurrentPrincipal,
     context: Context,
 ) -> PromotionPublic:
     """Promote a version to its next stage through the gates of that edge."""
-    result = await registry.promote(model_id, body.version, body.to, principal.name)
+    result = await promotions.promote(model_id, body.version, body.to, principal.name)
     return PromotionPublic.of(result, context.mlflow_prefix)
 
 
@@ -249,7 +249,7 @@ async def audit(
 )
 async def set_policy(
     model_id: ModelId,
-    body: PolicySettings,
+    body: PromotionPolicyBody,
     registry: Registry,
     principal: CurrentPrincipal,
     context: Context,

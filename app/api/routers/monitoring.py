@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import HTMLResponse
 
-from app.adapters.drift_report import render_html, render_png
 from app.api.deps import MonitoringDep, PageParams
 from app.api.problems import problem_responses
 from app.api.routers.models import ModelId
@@ -136,9 +134,7 @@ async def report(
     format: Annotated[ReportFormat, Query(description="png or html.")] = "html",
 ) -> Response:
     """The latest drift evaluation of a version as a picture (PNG) or a page (HTML)."""
-    evaluation = await monitoring.drift_of(model_id, version)
+    drawn = await monitoring.report(model_id, version, format)
     if format == "png":
-        png = await asyncio.to_thread(render_png, model_id, version, evaluation)
-        return Response(png, media_type="image/png")
-    page = await asyncio.to_thread(render_html, model_id, version, evaluation)
-    return HTMLResponse(page)
+        return Response(drawn, media_type="image/png")
+    return HTMLResponse(drawn)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import BackendsDep, CurrentPrincipal, Predictions, Registry, Traffic
+from app.api.deps import CurrentPrincipal, DeploymentsDep, Predictions
 from app.api.problems import problem_responses, request_id_of
-from app.api.schemas.models import MODEL_NAME_PATTERN
 from app.api.schemas.serving import (
     DeploymentPublic,
     DeployRequest,
@@ -22,9 +20,7 @@ from app.api.schemas.serving import (
 )
 from app.api.security import GuardedRoute, requires
 from app.core.access import Role
-from app.core.routing import RoutingTable
-from app.errors import DomainError, NotFound
-from app.ports import ServingControl
+from app.jobs.spec import MODEL_NAME_PATTERN
 
 router = APIRouter(tags=["serving"], route_class=GuardedRoute)
 
@@ -48,11 +44,8 @@ _DEPLOY_409: dict[int | str, dict[str, Any]] = {
 async def deploy(
     model_id: ModelId,
     body: DeployRequest,
-    traffic: Traffic,
+    deployments: DeploymentsDep,
     principal: CurrentPrincipal,
-    registry: Registry,
-    backends: BackendsDep,
-    request: Request,
 ) -> DeploymentPublic:
     """Deploy versions with a strategy: replace, canary, ab or shadow, each version on a
     backend: `ray` (the model server), `triton` (Triton Inference Server: the version is
@@ -61,32 +54,8 @@ async def deploy(
     minutes; it then answers `/llm/v1/...`). A version trained on a feature service is
     refused (409 `feature_contract_broken`) when the service no longer exists or its
     schema changed."""
-    spec = body.to_domain()
-    model = await registry.get_model(model_id)  # 404 for an unknown model
-    features = request.app.state.features
-    if features is not None:
-        for version in model.versions:
-            service = version.lineage.feature_service
-            if version.version in spec.versions() and service:
-                signature = version.lineage.training.get("feature_signature")
-                await asyncio.to_thread(features.check_contract, service, signature)
-    known = {v.version for v in model.versions}
-    if all(v in known for v in spec.versions()):  # else the traffic actor answers 404
-        await backends.prepare(model_id, spec)
-    try:
-        view = await traffic.deploy(model_id, spec, principal.name)
-    except DomainError:  # refused: stop what was started for it, keep the rest
-        await backends.settle(model_id, await _current_table(traffic, model_id))
-        raise
-    await backends.settle(model_id, view.table)
+    view = await deployments.deploy(model_id, body.to_domain(), principal.name)
     return DeploymentPublic.of(view)
-
-
-async def _current_table(traffic: ServingControl, model_id: str) -> RoutingTable | None:
-    try:
-        return (await traffic.view(model_id)).table
-    except NotFound:
-        return None
 
 
 @router.get(
@@ -94,9 +63,9 @@ async def _current_table(traffic: ServingControl, model_id: str) -> RoutingTable
     response_model=DeploymentPublic,
     responses=problem_responses(404, 422, 503),
 )
-async def deployment(model_id: ModelId, traffic: Traffic) -> DeploymentPublic:
+async def deployment(model_id: ModelId, deployments: DeploymentsDep) -> DeploymentPublic:
     """The routing table, each variant's live statistics, the rollout and A/B verdicts."""
-    return DeploymentPublic.of(await traffic.view(model_id))
+    return DeploymentPublic.of(await deployments.view(model_id))
 
 
 @router.delete(
@@ -105,11 +74,10 @@ async def deployment(model_id: ModelId, traffic: Traffic) -> DeploymentPublic:
     responses=problem_responses(404, 422, 503),
 )
 async def undeploy(
-    model_id: ModelId, traffic: Traffic, principal: CurrentPrincipal, backends: BackendsDep
+    model_id: ModelId, deployments: DeploymentsDep, principal: CurrentPrincipal
 ) -> Response:
     """Undeploy the model (stops a rollout in progress, and its LLM engines)."""
-    await traffic.undeploy(model_id, principal.name)
-    await backends.settle(model_id, None)
+    await deployments.undeploy(model_id, principal.name)
     return Response(status_code=204)
 
 
@@ -142,10 +110,10 @@ async def predict(body: PredictRequest, predictor: Predictions, request: Request
     response_model=FeedbackResponse,
     responses=problem_responses(422, 503),
 )
-async def feedback(body: FeedbackRequest, traffic: Traffic) -> FeedbackResponse:
+async def feedback(body: FeedbackRequest, deployments: DeploymentsDep) -> FeedbackResponse:
     """Attach ground truth (a label or an outcome) to earlier predictions, by request_id."""
     items = [item.to_domain() for item in body.items]
-    statuses = await traffic.feedback(items)
+    statuses = await deployments.feedback(items)
     return FeedbackResponse(
         results=[
             FeedbackStatus(request_id=item.request_id, status=status)

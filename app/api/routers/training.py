@@ -9,9 +9,10 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from app.api.deps import Context, CurrentPrincipal, Jobs
 from app.api.problems import problem_responses
-from app.api.schemas.training import JobProgress, JobPublic, JobSpec
+from app.api.schemas.training import JobProgress, JobPublic
 from app.api.security import GuardedRoute
-from app.training import JobView
+from app.core.jobs import JobView
+from app.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/training", tags=["training"], route_class=GuardedRoute)
 

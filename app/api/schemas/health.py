@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.ports import ComponentHealth, HealthStatus
+from app.ports.health import ComponentHealth, HealthStatus
 
 
 class ComponentOut(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas.models import ModelName
+from app.jobs.spec import ModelName
 
 
 class ChatMessage(BaseModel):

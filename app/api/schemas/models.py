@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas.keys import TagKey
+from app.api.schemas.policy import PromotionPolicyBody
 from app.core.audit import AuditEvent, ChainVerification
 from app.core.gates import Approval, Check
 from app.core.lifecycle import ModelStage
-from app.core.policy_codec import policy_as_dict
 from app.core.registry import (
     ModelVersion,
     ModelView,
@@ -20,17 +20,7 @@ from app.core.registry import (
     StageChange,
     holders,
 )
-from app.settings import PolicySettings
-
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
-ModelName = Annotated[
-    str,
-    Field(
-        pattern=MODEL_NAME_PATTERN,
-        description="Registered model name (letters, digits, _.-).",
-        examples=["churn-classifier"],
-    ),
-]
+from app.jobs.spec import ModelName
 
 SEMVER_RULE = (
     "Semantic versions: the first version is 1.0.0; a different input or output signature "
@@ -234,7 +224,7 @@ class ModelPublic(BaseModel):
     stages: dict[ModelStage, list[int]] = Field(description="Versions in each stage, newest first.")
     latest_version: int | None
     latest_semver: str | None
-    policy: PolicySettings
+    policy: PromotionPolicyBody
     policy_source: str = Field(description="`api` (set through the API), `config` or `default`.")
     mlflow_ui: str
 
@@ -250,7 +240,7 @@ class ModelPublic(BaseModel):
             stages=holders(view.versions),
             latest_version=latest.version if latest else None,
             latest_semver=str(latest.semver) if latest else None,
-            policy=PolicySettings.model_validate(policy_as_dict(view.policy)),
+            policy=PromotionPolicyBody.of(view.policy),
             policy_source=view.policy_source,
             mlflow_ui=f"{mlflow_prefix}/#/models/{view.model.name}",
         )

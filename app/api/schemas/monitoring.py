@@ -7,9 +7,9 @@ from typing import Any, Literal, Self
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from app.api.schemas.training import TrainingSpec
 from app.core.drift import FeatureKind, Thresholds
 from app.core.monitoring import Alert, AlertState, Delivery, MonitoringPolicy, RetrainPolicy
+from app.jobs.spec import TrainingSpec
 
 
 class ThresholdsBody(BaseModel):

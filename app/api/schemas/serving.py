@@ -7,13 +7,13 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.schemas.models import ModelName
 from app.core.abtest import Verdict
 from app.core.canary import CanaryPlan, Rollout
 from app.core.deployment import Arm, DeploymentView, DeploySpec
 from app.core.feedback import Feedback
 from app.core.routing import Backend, Role, Strategy
 from app.core.serving_stats import VariantStats
+from app.jobs.spec import ModelName
 
 
 class ArmIn(BaseModel):

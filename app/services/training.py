@@ -11,28 +11,19 @@ import shlex
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from app.api.schemas.training import BUILT_IN_TRAINERS, BatchPredictSpec, TrainingSpec
-from app.core.jobs import JobKind, JobRecord, JobRun
+from app.core.jobs import JobKind, JobView
 from app.core.search_space import parse
 from app.errors import ErrorCode, FieldError, InvalidInput
-from app.feature_store import Features
-from app.ports import JobRuns, ModelRegistry, TrainingLauncher
+from app.jobs.spec import BUILT_IN_TRAINERS, BatchPredictSpec, TrainingSpec
+from app.ports.registry import ModelRegistry
+from app.ports.training import JobRuns, TrainingLauncher
+from app.services.features import Features
 
 log = logging.getLogger(__name__)
 
 BATCH_EXPERIMENT = "batch-predictions"
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job: the cluster's record and, once it logs, its MLflow run."""
-
-    record: JobRecord
-    kind: str | None
-    run: JobRun | None
 
 
 class TrainingJobs:

@@ -1,4 +1,4 @@
-"""Start-up preparation, run by the application builders before any replica starts.
+"""Start-up preparation, run by the application builder before any replica starts.
 
 Creates the data directory, migrates the MLflow database once, applies the Feast feature
 repository (writing the demo data on a first development start), and, on a development
@@ -14,11 +14,11 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from app.adapters.mlflow_store import prepare_mlflow_store
 from app.core.access import Role, mint_token, token_digest
 from app.settings import Settings, SettingsError, TokenEntry
+from deployments.composition import feature_store
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 
@@ -36,7 +36,6 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _exclusive(data_dir / ".prepare.lock"):
-        assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root  # resolved
         prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
         if settings.features.enabled:
             feature_store(settings).start(demo_data=settings.features.demo_data)
@@ -47,50 +46,13 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
                 "auth.tokens is empty and auth.bootstrap_admin_token is off: configure at "
                 "least one token (mint one with `python -m app.tokens --role admin`)"
             )
-        token_file = settings.auth.admin_token_file or data_dir / "admin.token"
+        token_file = settings.auth.admin_token_file
         digest = _ensure_token_file(token_file)
     if announce:
         _announce(token_file)
     entry = TokenEntry(name=BOOTSTRAP_TOKEN_NAME, roles=(Role.ADMIN,), sha256=digest)
     auth = settings.auth.model_copy(update={"tokens": (entry,)})
     return settings.model_copy(update={"auth": auth})
-
-
-def feature_store(settings: Settings) -> Any:
-    """The Feast feature store of these settings (`FeastFeatures`; imports Feast)."""
-    from app.adapters.feast_store import FeastFeatures
-
-    return FeastFeatures(
-        settings.features.repo_dir, settings.data_dir / "feast", settings.features.config_file
-    )
-
-
-def training_jobs(settings: Settings, registry: Any, features: Any = None) -> Any:
-    """The `TrainingJobs` of these settings: Ray's job API of the cluster the caller runs
-    in (or `training.dashboard_url`), the MLflow store, this environment's interpreter."""
-    import ray
-
-    from app.adapters.mlflow_job_runs import MlflowJobRuns
-    from app.adapters.ray_jobs import RayJobsLauncher
-    from app.training import TrainingJobs, code_version
-
-    assert settings.mlflow.tracking_uri and settings.training.workdir  # resolved
-    env = {
-        "ML_REGISTRY__ACTOR_NAME": settings.registry.actor_name,
-        "ML_REGISTRY__NAMESPACE": settings.registry.namespace,
-        "ML_CODE_VERSION": code_version(settings.training.workdir),
-        "RAY_DATA_DISABLE_PROGRESS_BARS": "1",  # bars bury the log lines that matter
-    }
-    return TrainingJobs(
-        RayJobsLauncher(settings.training.dashboard_url),
-        MlflowJobRuns(settings.mlflow.tracking_uri),
-        registry,
-        ray.cluster_resources,
-        sys.executable,
-        {k: v for k, v in env.items() if v},
-        settings.training.workdir,
-        features,
-    )
 
 
 def _ensure_token_file(path: Path) -> str:

@@ -2,7 +2,7 @@
 template: an offline model directory that vLLM and transformers load in seconds (for
 tests, demos and benchmarks; its answers are noise).
 
-    python -m app.llm.tiny <directory> [--seed N]
+    python -m app.samples.tiny_llm <directory> [--seed N]
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Writing files that other processes may be reading or writing at the same time."""
+"""Writing local files that other processes may be reading or writing at the same time
+(the feature store's own files, and the local storage)."""
 
 from __future__ import annotations
 

@@ -7,27 +7,37 @@ import asyncio
 import time
 from typing import Any
 
-from app.adapters.monitor_client import MonitorClient
-from app.adapters.prediction_log import PredictionLog, read_window
 from app.core.monitoring import Alert, AlertState, MonitoringPolicy
 from app.core.serving_stats import VariantStats
 from app.errors import DomainError, ErrorCode, NotFound
-from app.ports import ServingControl
+from app.ports.monitoring import DriftReports, MonitorControl, PredictionWindows
+from app.ports.serving import PredictionSink, ServingControl
 
 
 class Monitoring:
-    """Args:
-    monitor: the monitor actor.
-    traffic: deployments and their serving stats (the traffic actor).
-    log: this replica's prediction log (flushed before an evaluation on demand).
+    """Monitoring for the API.
+
+    Args:
+        monitor: the monitor (the monitor actor).
+        traffic: deployments and their serving stats (the traffic actor).
+        log: this replica's prediction log (flushed before an evaluation on demand).
+        windows: the prediction log as monitoring reads it (request rates).
+        reports: draws drift evaluations for people.
     """
 
     def __init__(
-        self, monitor: MonitorClient, traffic: ServingControl | None, log: PredictionLog | None
+        self,
+        monitor: MonitorControl,
+        traffic: ServingControl | None,
+        log: PredictionSink | None,
+        windows: PredictionWindows | None,
+        reports: DriftReports,
     ) -> None:
         self._monitor = monitor
         self._traffic = traffic
         self._log = log
+        self._windows = windows
+        self._reports = reports
 
     def ping(self) -> None:
         """Raises when the monitor actor does not answer."""
@@ -55,6 +65,13 @@ class Monitoring:
 
     async def drift_of(self, model: str, version: int) -> dict[str, Any]:
         return await self._monitor.drift_of(model, version)
+
+    async def report(self, model: str, version: int, kind: str) -> bytes | str:
+        """The latest drift evaluation of a version drawn as a PNG (bytes) or an HTML page
+        (`kind`: png or html). Raises NotFound when it was never evaluated."""
+        evaluation = await self._monitor.drift_of(model, version)
+        draw = self._reports.png if kind == "png" else self._reports.html
+        return await asyncio.to_thread(draw, model, version, evaluation)
 
     async def variants(self, model: str, policy: MonitoringPolicy) -> list[dict[str, Any]]:
         """Per variant: counts, error rate, latency percentiles, quality (exact, from the
@@ -92,14 +109,12 @@ class Monitoring:
         return out
 
     def _rates(self, model: str, policy: MonitoringPolicy) -> dict[str, float]:
-        if self._log is None or policy.sample_rate <= 0:
+        if self._windows is None or policy.sample_rate <= 0:
             return {}
         now = time.time()
         rates: dict[str, float] = {}
-        directory = self._log.root / f"model={model}"
-        for path in directory.glob("version=*") if directory.is_dir() else []:
-            version = int(path.name.removeprefix("version="))
-            frame = read_window(self._log.root, model, version, now - policy.window_s, now)
+        for version in self._windows.versions(model):
+            frame = self._windows.window(model, version, now - policy.window_s, now)
             if frame.empty:
                 continue
             for variant, requests in frame.groupby("variant")["request_id"].nunique().items():

@@ -1,5 +1,5 @@
 """The demo feature data: daily account snapshots per customer with event timestamps, and
-churn labels at later timestamps, drawn from the same model as `churn_data`."""
+churn labels at later timestamps, drawn from the same model as `app.samples.churn`."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from app.core import churn_data
+from app.samples import churn
 
-SNAPSHOT_FEATURES = churn_data.FEATURES
+SNAPSHOT_FEATURES = churn.FEATURES
 
 
 def customer_stats(customers: int, days: int, end: datetime, seed: int = 0) -> pd.DataFrame:
     """One row per customer per day over `days` days up to `end` (UTC, microseconds):
     tenure grows, charges and support calls wander; contract, fiber and age stay."""
-    base = churn_data.generate(customers, seed)
+    base = churn.generate(customers, seed)
     rng = np.random.default_rng(seed + 1)
     frames = []
     for day in range(days):
@@ -40,7 +40,7 @@ def customer_stats(customers: int, days: int, end: datetime, seed: int = 0) -> p
 
 def labels(customers: int, end: datetime, seed: int = 0) -> pd.DataFrame:
     """Whether each customer churned, observed at a time in the last day before `end`."""
-    base = churn_data.generate(customers, seed)
+    base = churn.generate(customers, seed)
     rng = np.random.default_rng(seed + 2)
     hours = rng.uniform(0, 24, customers)
     when = pd.Timestamp(end).tz_convert("UTC") - pd.to_timedelta(hours, unit="h")
@@ -48,6 +48,6 @@ def labels(customers: int, end: datetime, seed: int = 0) -> pd.DataFrame:
         {
             "customer_id": base["id"],
             "event_timestamp": pd.Series(when).astype("datetime64[us, UTC]"),
-            "churned": base[churn_data.TARGET],
+            "churned": base[churn.TARGET],
         }
     )

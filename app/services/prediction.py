@@ -14,12 +14,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from app.core.feedback import PredictionRef
 from app.core.model_io import RowBlock, check_block
-from app.core.routing import RoutingTable, Variant
+from app.core.routing import Variant
 from app.errors import DomainError, ErrorCode, InvalidInput, NotFound
+from app.ports.serving import ModelInvoker, PredictionSink, RoutingSource, ServingRecorder
 
 log = logging.getLogger(__name__)
 
@@ -33,63 +34,6 @@ class Prediction:
     version: int
     variant: str
     predictions: list[Any]
-
-
-class RoutingSource(Protocol):
-    """The ingress's local copy of the routing tables."""
-
-    def get(self, model: str) -> RoutingTable | None:
-        """The model's table, or None if it is not deployed."""
-        ...
-
-
-class ModelInvoker(Protocol):
-    """Calls the model that serves a variant."""
-
-    async def predict(self, model: str, variant: Variant, block: RowBlock) -> list[Any]:
-        """Predictions, one per row.
-
-        Raises:
-            NotFound, Unavailable, UpstreamFailed: the version is missing, does not load,
-                or the model failed on the input.
-        """
-        ...
-
-
-class ServingRecorder(Protocol):
-    """Buffers what happened, for the traffic actor."""
-
-    def started(self, model: str, variant: str) -> None:
-        """A request to the variant is in flight."""
-        ...
-
-    def finished(self, model: str, variant: str, latency_ms: float, ok: bool) -> None:
-        """It ended (ok or not) after `latency_ms`."""
-        ...
-
-    def predicted(self, ref: PredictionRef) -> None:
-        """Remember a prediction for feedback."""
-        ...
-
-    def compared(self, model: str, variant: str, rows: int, agreed: int) -> None:
-        """A shadow answered: of `rows` rows, `agreed` matched the primary's."""
-        ...
-
-
-class PredictionSink(Protocol):
-    """The prediction log: remembers (a sample of) what each version was asked and answered."""
-
-    def record(
-        self,
-        model: str,
-        version: int,
-        variant: str,
-        request_id: str,
-        block: RowBlock,
-        predictions: Sequence[Any],
-    ) -> None:
-        """Buffer one request's rows; never blocks, never raises."""
-        ...
 
 
 FeatureInputsFn = Callable[[str, int, Sequence[Mapping[str, Any]]], Awaitable[list[dict[str, Any]]]]

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.backends import LlmBackend
 from app.core.feedback import PredictionRef
 from app.core.routing import Backend, Variant
 from app.errors import ErrorCode, InvalidInput, NotFound, UpstreamFailed
-from app.prediction import RoutingSource, ServingRecorder
+from app.ports.serving import LlmBackend, RoutingSource, ServingRecorder
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from app.core.files import temporary_beside, write_parquet
+from app.adapters.local_files import temporary_beside, write_parquet
 
 
 def test_concurrent_writers_of_the_same_file_all_succeed(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from app.core.features import (
     service_signature,
 )
 from app.errors import Conflict, ErrorCode, FieldError, InvalidInput, NotFound
-from app.ports import FeatureStore, ModelRegistry
+from app.ports.features import FeatureStore
+from app.ports.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

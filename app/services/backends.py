@@ -11,54 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
 
 from app.core.deployment import DeploySpec, placements
 from app.core.routing import Backend, RoutingTable
 from app.errors import ErrorCode, Unavailable
-from app.prediction import RoutingSource
+from app.ports.serving import LlmBackend, RoutingSource, TritonBackend
 
 log = logging.getLogger(__name__)
 
 _CATCH_UP_S = 30.0  # how long a delayed retirement waits for the replica's table copy
-
-
-class TritonBackend(Protocol):
-    """The Triton server deployment, seen from the ingress."""
-
-    async def prepare(self, model: str, version: int) -> None:
-        """Export the version into the model repository and load it into Triton.
-
-        Raises:
-            InvalidInput: it cannot run on Triton (not a PyTorch model on feature rows).
-            Unavailable: Triton is not set up or not answering.
-        """
-        ...
-
-
-class LlmBackend(Protocol):
-    """The vLLM engines of LLM versions."""
-
-    async def ensure(self, model: str, version: int) -> None:
-        """Start the version's engine (if it is not running) and wait until it serves.
-
-        Raises:
-            InvalidInput: the version holds no LLM model directory.
-            Unavailable: the LLM environment is not set up, or the engine did not start.
-        """
-        ...
-
-    def stream(
-        self, model: str, version: int, kind: str, body: dict[str, Any]
-    ) -> AsyncIterator[Any]:
-        """Send an OpenAI request (`kind`: chat or completions) to the version's engine:
-        server-sent-event strings when streaming, else one JSON object."""
-        ...
-
-    async def retire(self, model: str, keep: set[int]) -> None:
-        """Stop the model's engines except those of the versions in `keep`."""
-        ...
 
 
 class Backends:

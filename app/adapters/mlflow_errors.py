@@ -1,0 +1,99 @@
+"""MLflow's errors as the domain's: store outages are 503, refused queries name the query
+field, missing experiments and runs are 404."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from mlflow.exceptions import MlflowException
+from mlflow.utils.search_utils import SearchUtils
+
+from app.core.tracking import RunQuery
+from app.errors import DomainError, ErrorCode, InvalidInput, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def mlflow_call(fn: Callable[[], T], *, search: bool = False) -> T:
+    """Run one MLflow call, turning store outages (and, for searches, refused queries)
+    into domain errors."""
+    try:
+        return fn()
+    except DomainError:
+        raise
+    except MlflowException as exc:
+        if search and exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise _refused_search(exc) from None
+        if exc.error_code in {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"} and _is_outage(exc):
+            log.exception("MLflow store unavailable")
+            raise unavailable() from None
+        raise
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        log.exception("MLflow store unavailable: %s", type(exc).__name__)
+        raise unavailable() from None
+
+
+def check_query(query: RunQuery) -> None:
+    try:
+        SearchUtils.parse_search_filter(query.filter)
+    except MlflowException as exc:
+        raise InvalidInput.for_field(
+            "filter", first_line(exc.message), location="query", code=ErrorCode.INVALID_FILTER
+        ) from None
+    for clause in query.order_by:
+        try:
+            SearchUtils.parse_order_by_for_search_runs(clause)
+        except MlflowException as exc:
+            raise InvalidInput.for_field(
+                "order_by", first_line(exc.message), location="query"
+            ) from None
+
+
+def _refused_search(exc: MlflowException) -> InvalidInput:
+    """Name the query field MLflow refused: the page token, else the filter."""
+    message = first_line(exc.message)
+    if "page token" in message.lower():
+        return InvalidInput.for_field(
+            "page_token",
+            "is not valid for this listing",
+            location="query",
+            code=ErrorCode.INVALID_PAGE_TOKEN,
+        )
+    return InvalidInput.for_field(
+        "filter", message, location="query", code=ErrorCode.INVALID_FILTER
+    )
+
+
+def _is_outage(exc: MlflowException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("operationalerror", "locked", "could not connect", "timeout"))
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:500] if text.strip() else "invalid value"
+
+
+def experiment_not_found(experiment_id: str) -> NotFound:
+    return NotFound(
+        ErrorCode.EXPERIMENT_NOT_FOUND,
+        f"No experiment with id {experiment_id!r}.",
+        experiment_id=experiment_id,
+    )
+
+
+def run_not_found(experiment_id: str, run_id: str) -> NotFound:
+    return NotFound(
+        ErrorCode.RUN_NOT_FOUND,
+        f"No run {run_id!r} in experiment {experiment_id!r}.",
+        experiment_id=experiment_id,
+        run_id=run_id,
+    )
+
+
+def unavailable() -> Unavailable:
+    return Unavailable(
+        ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."
+    )

@@ -1,0 +1,58 @@
+"""The service's settings, in sections: loaded once by the application builder
+(`load_settings`) and handed down section by section.
+
+    settings = load_settings("configs", "dev")
+    settings.serving.triton.start_timeout_s
+"""
+
+from app.settings.lifecycle import (
+    MetricRuleSettings,
+    MonitoringSettings,
+    PolicySettings,
+    RegistrySettings,
+)
+from app.settings.loader import (
+    ENV_NESTING,
+    ENV_PREFIX,
+    Settings,
+    load_settings,
+    settings_fingerprint,
+)
+from app.settings.platform import (
+    ApiSettings,
+    AuthSettings,
+    FeatureSettings,
+    MlflowSettings,
+    StateSettings,
+    StorageSettings,
+    TokenEntry,
+    TrainingSettings,
+)
+from app.settings.section import Section, SettingsError
+from app.settings.serving import AbTestSettings, LlmSettings, ServingSettings, TritonSettings
+
+__all__ = [
+    "ENV_NESTING",
+    "ENV_PREFIX",
+    "AbTestSettings",
+    "ApiSettings",
+    "AuthSettings",
+    "FeatureSettings",
+    "LlmSettings",
+    "MetricRuleSettings",
+    "MlflowSettings",
+    "MonitoringSettings",
+    "PolicySettings",
+    "RegistrySettings",
+    "Section",
+    "ServingSettings",
+    "Settings",
+    "SettingsError",
+    "StateSettings",
+    "StorageSettings",
+    "TokenEntry",
+    "TrainingSettings",
+    "TritonSettings",
+    "load_settings",
+    "settings_fingerprint",
+]

@@ -1,0 +1,163 @@
+"""Settings of what the service stands on: tokens, the HTTP API, MLflow, the state
+database, the file storage, the feature store and the cluster's jobs.
+
+Fields that depend on `data_dir` are filled by `Settings.resolved` (relative paths are
+taken from `data_dir`, empty URIs get the embedded defaults), so consumers read them as
+given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from app.core.access import Role
+from app.settings.section import Section
+
+
+class TokenEntry(Section):
+    """A bearer token known to the service, stored as the SHA-256 of the token."""
+
+    name: str = Field(description="Who holds the token; recorded as the actor in audit events.")
+    roles: tuple[Role, ...] = Field(min_length=1, description="Roles granted to the holder.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex SHA-256 of the token; mint one with `python -m app.tokens`.",
+    )
+
+
+class AuthSettings(Section):
+    """Who may call the API."""
+
+    tokens: tuple[TokenEntry, ...] = Field(
+        default=(), description="Known tokens, as hashes (never plaintext)."
+    )
+    bootstrap_admin_token: bool = Field(
+        default=False,
+        description=(
+            "When no token is configured, generate an admin token into the data directory "
+            "(owner-only file) at start-up, as Jupyter does. Development only."
+        ),
+    )
+    admin_token_file: Path = Field(
+        default=Path("admin.token"),
+        description="Where the bootstrap admin token is kept; relative: to `data_dir`.",
+    )
+
+
+class ApiSettings(Section):
+    """HTTP API behaviour."""
+
+    base_path: str = Field(default="/api/v1/ml", description="Prefix of every API route.")
+    default_page_size: int = Field(default=50, ge=1, le=1000, description="Page size by default.")
+    max_page_size: int = Field(default=500, ge=1, le=10000, description="Largest page allowed.")
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+
+
+class MlflowSettings(Section):
+    """The MLflow tracking store and model registry."""
+
+    tracking_uri: str = Field(
+        default="",
+        description="Backend store URI; empty: SQLite in `<data_dir>/mlflow/mlflow.db`.",
+    )
+    artifact_root: str = Field(
+        default="",
+        description="Artifact root (path or s3://...); empty: `<data_dir>/mlflow/artifacts`.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Host headers MLflow's server accepts; default localhost and private IPs.",
+    )
+    ui_prefix: str = Field(
+        default="/mlflow",
+        pattern=r"^/[A-Za-z0-9_\-/]*[A-Za-z0-9_\-]$",
+        description="Route prefix of the MLflow server and UI served inside Ray.",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri_has_scheme(cls, value: str) -> str:
+        if value and "://" not in value:
+            raise ValueError("must be a URI such as sqlite:///path or postgresql://host/db")
+        return value
+
+
+class StateSettings(Section):
+    """The service's own state store (stages, traffic, audit, alerts)."""
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty: SQLite in `<data_dir>/state/service.db`.",
+    )
+
+
+class StorageSettings(Section):
+    """The file storage (datasets, checkpoints, batch outputs, the prediction log, Triton
+    repositories, LLM model directories): a directory, or an S3-compatible bucket."""
+
+    uri: str = Field(
+        default="",
+        description="Root: a directory (path or file://...) or s3://bucket/prefix (MinIO or "
+        "S3); empty: `data_dir` itself.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="The S3-compatible server (e.g. http://minio:9000); default: AWS S3, or "
+        "the AWS_ENDPOINT_URL variable.",
+    )
+    region: str | None = Field(default=None, description="S3 region; default: us-east-1.")
+    access_key_id: SecretStr | None = Field(
+        default=None, description="S3 key id; default: the AWS_ACCESS_KEY_ID variable."
+    )
+    secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 secret; default: the AWS_SECRET_ACCESS_KEY variable."
+    )
+    cache_dir: Path = Field(
+        default=Path("cache"),
+        description="Node-local copies of stored directories for servers that need local "
+        "files (with an S3 root); relative: to `data_dir`.",
+    )
+
+
+class TrainingSettings(Section):
+    """Jobs on the cluster: training, tuning, batch prediction."""
+
+    dashboard_url: str | None = Field(
+        default=None,
+        description="Ray's job API (the dashboard); default: the cluster the service runs in.",
+    )
+    workdir: Path = Field(
+        default=Path("."),
+        description="Relative dataset paths of API submissions resolve against it; relative: "
+        "to the directory the service started in.",
+    )
+
+
+class FeatureSettings(Section):
+    """The Feast feature store."""
+
+    enabled: bool = Field(default=True, description="Serve `/features` (applies the repo).")
+    repo_dir: Path = Field(
+        default=Path("configs/feature_repo"),
+        description="The feature repository (feature_store.yaml, features.py); relative: to "
+        "the cwd.",
+    )
+    data_dir: Path = Field(
+        default=Path("feast"),
+        description="The feature store's embedded files (registry, online SQLite, offline "
+        "parquet); relative: to `data_dir`.",
+    )
+    config_file: str = Field(
+        default="feature_store.yaml",
+        description="The repository's Feast config (prod: feature_store.prod.yaml).",
+    )
+    demo_data: bool = Field(
+        default=True, description="Write the demo churn snapshots on the first start."
+    )
+    catalog_ttl_s: float = Field(
+        default=5.0, gt=0, description="How long a replica reuses a catalog read."
+    )
