@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,10 +16,19 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(low: int = 20000, high: int = 29999) -> int:
+    """A free loopback port for a server: below 32768 (the kernel hands out 32768-60999 as
+    outgoing source ports, and a server there can lose its port to a client connection)
+    and outside the HAProxy ingress replicas' ports (30000-31000)."""
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def haproxy_side_ports() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The README's training walkthrough on a fresh service: `scripts/serve`, then Ray's own
+"""The training walkthrough of docs/training.md on a fresh service: `scripts/serve`, then Ray's own
 job CLI with the sample config, then the service's API shows the job and the version."""
 
 from __future__ import annotations

@@ -53,7 +53,6 @@ def settings(tmp_path: Path, tokens: Tokens, mlflow_template: Path) -> Settings:
 def make_tracker(
     settings: Settings, cls: type[MlflowExperimentTracker] = MlflowExperimentTracker
 ) -> MlflowExperimentTracker:
-    assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root
     return cls(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
 
 

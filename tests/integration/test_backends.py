@@ -83,7 +83,6 @@ class Client:
 
     def tracking(self) -> tuple[str, str]:
         config = self.app.settings.mlflow
-        assert config.tracking_uri and config.artifact_root
         return config.tracking_uri, config.artifact_root
 
 

@@ -73,7 +73,6 @@ def mlflow_client(registry_settings: Settings) -> MlflowClient:
 
 
 def run(settings: Settings, **kwargs: Any) -> LoggedRun:
-    assert settings.mlflow.tracking_uri and settings.mlflow.artifact_root
     return log_model_run(
         settings.mlflow.tracking_uri, settings.mlflow.artifact_root, "churn-training", **kwargs
     )
