@@ -57,8 +57,8 @@ def main() -> int:
 
     from app.adapters.prediction_log import PredictionLogReader
     from app.adapters.storage import open_storage
-    from app.settings import StorageSettings
     from app.core.access import Role
+    from app.settings import StorageSettings
     from benchmarks.ml_app import start_ml_app
     from testkit.models import log_model_run
 
