@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from app.core.drift import FeatureDrift, Reference, Thresholds, compare
+from app.core.drift import FeatureDrift, Reference, Thresholds, capture, compare
 from app.core.monitoring import (
     Alert,
     AlertState,
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MONITOR_ACTOR = "monitor"  # the actor recorded on the jobs it submits
 _GAUGE_REFRESH_S = 5.0
+_LOG_COLUMNS = frozenset({"ts", "request_id", "variant", "prediction"})  # not features
 
 
 class Monitor:
@@ -132,18 +133,20 @@ class Monitor:
     async def _evaluate_version(
         self, model: str, version: int, policy: MonitoringPolicy, since: float, now: float
     ) -> dict[str, Any] | None:
+        reference = await self._reference(model, version)
+        if reference is not None and reference.window is not None:
+            since = max(since, reference.window[1])  # after the traffic it was taken from
         frame = await asyncio.to_thread(self._log.window, model, version, since, now)
         if frame.empty:
             return None
         window = Window(since, now, len(frame))
-        reference: Reference | None = await asyncio.to_thread(self._references.get, model, version)
         if reference is None:
             body = {"window": _window_dict(window), "reference": False, "features": []}
             self._store.save_drift(model, version, now, body)
             return body
         columns = {name: frame[name].to_numpy() for name in reference.features if name in frame}
         results = await asyncio.to_thread(compare, reference, columns, policy.thresholds)
-        body = drift_body(results, window)
+        body = drift_body(results, window, reference)
         self._store.save_drift(model, version, now, body)
         if self._gauges is not None:
             try:
@@ -152,6 +155,25 @@ class Monitor:
                 log.warning("drift gauges not published", exc_info=True)
         await self._alert(model, version, results, window, policy, now)
         return body
+
+    async def _reference(self, model: str, version: int) -> Reference | None:
+        """The version's reference; without one from training or its run's dataset, its
+        first `reference_rows` rows of live traffic, once logged (kept, marked
+        `live_window`)."""
+        found = await asyncio.to_thread(self._references.get, model, version)
+        if found is not None:
+            return found
+        rows = self._config.reference_rows
+        first = await asyncio.to_thread(self._log.first, model, version, rows)
+        if len(first) < rows:
+            return None
+        columns = {c: first[c].to_numpy() for c in first.columns if c not in _LOG_COLUMNS}
+        captured = await asyncio.to_thread(capture, columns)
+        span = (float(first["ts"].min()), float(first["ts"].max()))
+        reference = Reference(captured.features, captured.rows, "live_window", span)
+        await asyncio.to_thread(self._references.keep, model, version, reference)
+        log.info("%s v%d: its first %d live rows are its drift reference", model, version, rows)
+        return reference
 
     async def _alert(
         self,
@@ -307,11 +329,14 @@ def default_policy(config: MonitoringSettings) -> MonitoringPolicy:
     )
 
 
-def drift_body(results: list[FeatureDrift], window: Window) -> dict[str, Any]:
+def drift_body(
+    results: list[FeatureDrift], window: Window, reference: Reference | None = None
+) -> dict[str, Any]:
     """An evaluation as stored and served."""
     return {
         "window": _window_dict(window),
         "reference": True,
+        "reference_source": reference.source if reference else "training",
         "drifted": [r.feature for r in results if r.drifted],
         "features": [asdict(r) for r in results],
     }

@@ -260,6 +260,7 @@ class Registry:
             digest=candidate.facts.artifact_digest,
             metrics=candidate.metrics,
             production=production,
+            evaluation=candidate.lineage.evaluation,
             approvals=tuple(self._book.approvals.get(name, ())),
         )
         if target is ModelStage.STAGING:

@@ -25,13 +25,16 @@ from app.core.feedback import Feedback
 from app.core.lifecycle import ModelStage
 from app.core.promotion_evidence import EvidenceRequest, ServingFacts, evidence_request
 from app.core.routing import RoutingTable
+from app.core.serving_rules import check_stages
 from app.core.serving_stats import VariantStats
-from app.errors import ErrorCode, InvalidInput, NotFound
+from app.errors import Conflict, ErrorCode, NotFound
 from app.ports.registry import ModelRegistry
 from app.ports.serving import QualityGauges, TrafficStore
 from app.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+LIFECYCLE_CONTROLLER = "lifecycle-controller"  # the actor of the archivals it makes
 
 
 class Traffic:
@@ -116,21 +119,12 @@ class Traffic:
         Raises:
             NotFound: unknown model or version.
             InvalidInput: an archived version, or an inconsistent request.
-            Conflict: a canary is rolling out, or nothing to compare with.
+            Conflict: a canary is rolling out, nothing to compare with, or a development
+                version for live traffic (`stage_not_allowed`, see `serving_rules`).
         """
         self._start()
         registered = await self._registry.get_model(model)
-        stages = {v.version: v.stage for v in registered.versions}
-        for version in spec.versions():
-            if version not in stages:
-                raise NotFound(
-                    ErrorCode.MODEL_VERSION_NOT_FOUND,
-                    f"Model {model!r} has no version {version}.",
-                    model=model,
-                    version=version,
-                )
-            if stages[version] is ModelStage.ARCHIVED:
-                raise InvalidInput.for_field("version", f"version {version} is archived")
+        check_stages(model, spec, {v.version: v.stage for v in registered.versions})
         async with self._lock:
             refuse_during_rollout(self._rollouts.get(model))
             table, rollout = plan(
@@ -209,6 +203,7 @@ class Traffic:
             return
         self._changed = asyncio.Event()
         self._tasks["__stats__"] = asyncio.ensure_future(self._stats.persist())
+        self._tasks["__lifecycle__"] = asyncio.ensure_future(self._run_lifecycle())
         for model, rollout in self._rollouts.items():
             if rollout.phase is Phase.PROGRESSING:
                 self._control(model)
@@ -240,6 +235,7 @@ class Traffic:
                 stats.get(rollout.baseline, VariantStats()).minus(rollout.baseline_snapshot),
                 stats.get(rollout.canary, VariantStats()).minus(rollout.canary_snapshot),
                 now - rollout.step_started_at,
+                self._config.canary.alpha,
             )
             if judgement.action is Action.HOLD:
                 return True
@@ -262,6 +258,37 @@ class Traffic:
         if rollout.phase is Phase.COMPLETED and rollout.plan.promote_on_success and canary:
             await self._promote(model, canary.version)
         return rollout.phase is Phase.PROGRESSING
+
+    async def _run_lifecycle(self) -> None:
+        """The lifecycle controller: production versions that a newer one superseded are
+        archived once drained (see `app.core.serving_rules`)."""
+        while True:
+            await asyncio.sleep(self._config.lifecycle_tick_s)
+            for model in list(self._tables):
+                try:
+                    await self._archive_superseded(model)
+                except Exception:
+                    log.exception("lifecycle controller of %s failed a tick", model)
+
+    async def _archive_superseded(self, model: str) -> None:
+        view = await self._registry.get_model(model)
+        stages = [(v.version, v.stage) for v in view.versions]
+        production = sorted(v for v, stage in stages if stage is ModelStage.PRODUCTION)
+        for old in production[:-1]:
+            request = evidence_request(stages, old, ModelStage.ARCHIVED)
+            facts = self.serving_facts(model, request)
+            drained = facts.traffic.get(old)
+            if drained is not None and not drained.passed:
+                continue  # still serving: next tick
+            try:
+                await self._registry.promote(
+                    model, old, ModelStage.ARCHIVED, LIFECYCLE_CONTROLLER, facts
+                )
+                log.info(
+                    "%s v%d archived: superseded by v%d and drained", model, old, production[-1]
+                )
+            except Conflict as exc:
+                log.warning("%s v%d not archived: %s", model, old, exc.message)
 
     async def _promote(self, model: str, version: int) -> None:
         try:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
 from app.core.abtest import AbTestConfig, Verdict
 from app.core.deployment import ServingBatch
-from app.core.feedback import Feedback, PredictionRef, outcome_of
+from app.core.feedback import Feedback, FeedbackRules, PredictionRef, outcome_of
 from app.core.gates import Evidence
 from app.core.routing import RoutingTable
 from app.core.serving_evidence import IntegrationRule, ab_evidence, drain, integration, verdicts
 from app.core.serving_stats import VariantStats, merge_all
-from app.errors import InvalidInput
+from app.errors import ErrorCode, FieldError, InvalidInput
 from app.ports.serving import QualityGauges, TrafficState, TrafficStore
 from app.settings import ServingSettings
 
@@ -51,6 +52,9 @@ class TrafficStats:
         gauges: QualityGauges | None = None,
     ) -> None:
         self._config = config
+        self._rules = FeedbackRules(
+            config.feedback.binary_threshold, config.feedback.regression_metric
+        )
         self._store = store
         self._clock = clock
         self._gauges = gauges
@@ -61,6 +65,10 @@ class TrafficStats:
         self._shadow: dict[str, dict[str, tuple[int, int]]] = {}
         self._refs: OrderedDict[str, PredictionRef] = OrderedDict()
         self._pending = store.pending_count()
+        # Snapshots of each model's stats, oldest first: the first is the newest one taken
+        # at or before the integration window's start (the load counts as time -inf, so a
+        # restarted actor judges on everything until a window has passed).
+        self._history: dict[str, deque[tuple[float, dict[str, VariantStats]]]] = {}
 
     def of(self, model: str) -> dict[str, VariantStats]:
         """The model's cumulative stats per variant."""
@@ -117,28 +125,64 @@ class TrafficStats:
                     self._store.pending_feedback, [r.request_id for r in batch.refs]
                 )
                 for feedback in pending:
-                    await self._join(self._refs[feedback.request_id], feedback, pending=True)
+                    await self._join(self._refs[feedback.request_id], feedback)
 
     async def feedback(self, items: list[Feedback]) -> list[str]:
         """Attach ground truth to earlier predictions; per item: recorded, pending (its
-        prediction is not known yet) or duplicate."""
-        statuses = []
+        prediction is not known yet) or duplicate.
+
+        Raises:
+            InvalidInput: a label cannot be compared with its prediction (every such item
+                named, `items[i].label`); then nothing is recorded.
+        """
+        known = []
         for item in items:
             exists, _ = await asyncio.to_thread(self._store.feedback_value, item.request_id)
+            ref = None
+            if not exists:
+                ref = self._refs.get(item.request_id) or await asyncio.to_thread(
+                    self._store.ref, item.request_id
+                )
+            known.append((exists, ref))
+        values = self._score(items, known)
+        statuses = []
+        for item, (exists, ref), value in zip(items, known, values, strict=True):
             if exists:
                 statuses.append("duplicate")
-                continue
-            ref = self._refs.get(item.request_id) or await asyncio.to_thread(
-                self._store.ref, item.request_id
-            )
-            if ref is None:
+            elif ref is None:
                 await asyncio.to_thread(self._store.add_feedback, item, None, self._clock())
                 self._pending += 1
                 statuses.append("pending")
-                continue
-            await self._join(ref, item, pending=False)
-            statuses.append("recorded")
+            else:
+                assert value is not None
+                self._count(ref, value)
+                await asyncio.to_thread(self._store.add_feedback, item, value, self._clock())
+                statuses.append("recorded")
         return statuses
+
+    def _score(
+        self, items: list[Feedback], known: list[tuple[bool, PredictionRef | None]]
+    ) -> list[float | None]:
+        """Each item's outcome (None: duplicate or pending), all checked before any is
+        recorded."""
+        values: list[float | None] = []
+        problems: list[FieldError] = []
+        for index, (item, (exists, ref)) in enumerate(zip(items, known, strict=True)):
+            if exists or ref is None:
+                values.append(None)
+                continue
+            try:
+                values.append(outcome_of(ref, item, self._rules, f"items[{index}].label"))
+            except InvalidInput as exc:
+                problems.extend(exc.field_errors)
+                values.append(None)
+        if problems:
+            raise InvalidInput(
+                ErrorCode.VALIDATION_FAILED,
+                "; ".join(f"{p.field}: {p.message}" for p in problems[:5]),
+                field_errors=tuple(problems),
+            )
+        return values
 
     # -- verdicts and evidence ------------------------------------------------------------
 
@@ -158,7 +202,12 @@ class TrafficStats:
             for name, value in self._stats.get(model, {}).items()
         }
         found = verdicts(
-            table, window, AbTestConfig(config.alpha, config.tau, config.min_outcomes), known
+            table,
+            window,
+            AbTestConfig(
+                config.alpha, config.tau, config.min_outcomes, config.minimum_effect, config.power
+            ),
+            known,
         )
         for verdict in found:
             key = (model, table.experiment, verdict.candidate)
@@ -168,12 +217,33 @@ class TrafficStats:
         return found
 
     def integration(self, table: RoutingTable | None, version: int) -> Evidence | None:
-        """The version's integration check (see `app.core.serving_evidence`)."""
+        """The version's integration check over the recent window (see
+        `app.core.serving_evidence`)."""
         rule = IntegrationRule(
-            self._config.integration_min_requests, self._config.integration_max_error_rate
+            self._config.integration_min_requests,
+            self._config.integration_max_error_rate,
+            self._config.integration_window_s,
         )
-        stats = self._stats.get(table.model, {}) if table else {}
-        return integration(table, version, stats, rule)
+        return integration(table, version, self.recent(table.model) if table else {}, rule)
+
+    def recent(self, model: str) -> dict[str, VariantStats]:
+        """The model's stats over the integration window (`integration_window_s`)."""
+        history = self._history.get(model)
+        base = history[0][1] if history else {}
+        return {
+            name: value.minus(base[name]) if name in base else value
+            for name, value in self._stats.get(model, {}).items()
+        }
+
+    def snapshot(self) -> None:
+        """Remember the stats now, for the windows (called every `stats_persist_s`)."""
+        now = self._clock()
+        start = now - self._config.integration_window_s
+        for model, variants in self._stats.items():
+            history = self._history.setdefault(model, deque([(-math.inf, {})]))
+            history.append((now, dict(variants)))
+            while len(history) >= 2 and history[1][0] <= start:
+                history.popleft()
 
     def ab(
         self, table: RoutingTable | None, candidate: int, baseline: int | None
@@ -208,6 +278,7 @@ class TrafficStats:
         """Store the stats (and publish the quality gauges) every `stats_persist_s`."""
         while True:
             await asyncio.sleep(self._config.stats_persist_s)
+            self.snapshot()
             try:
                 await asyncio.to_thread(self._store.save_stats, dict(self._stats))
             except Exception:
@@ -218,19 +289,21 @@ class TrafficStats:
             except Exception:
                 log.warning("quality gauges not published", exc_info=True)
 
-    async def _join(self, ref: PredictionRef, item: Feedback, *, pending: bool) -> None:
+    async def _join(self, ref: PredictionRef, item: Feedback) -> None:
+        """Feedback that waited for its prediction: scored now (a label that cannot be
+        compared is left unscored, never counted as wrong)."""
+        self._pending = max(0, self._pending - 1)
         try:
-            value = outcome_of(ref, item)
+            value = outcome_of(ref, item, self._rules)
         except InvalidInput as exc:
-            log.warning("feedback for %s ignored: %s", item.request_id, exc.message)
+            log.warning("feedback for %s not scored: %s", item.request_id, exc.message)
             return
+        self._count(ref, value)
+        await asyncio.to_thread(self._store.join_feedback, item.request_id, value)
+
+    def _count(self, ref: PredictionRef, value: float) -> None:
         variants = self._stats.setdefault(ref.model, {})
         variants[ref.variant] = variants.get(ref.variant, VariantStats()).with_outcome(value)
-        if pending:
-            await asyncio.to_thread(self._store.join_feedback, item.request_id, value)
-            self._pending = max(0, self._pending - 1)
-        else:
-            await asyncio.to_thread(self._store.add_feedback, item, value, self._clock())
 
     def _remember(self, ref: PredictionRef) -> None:
         self._refs[ref.request_id] = ref

@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_RESOURCES = "insufficient_resources"
     NOTHING_TO_COMPARE = "nothing_to_compare"
     ROLLOUT_IN_PROGRESS = "rollout_in_progress"
+    STAGE_NOT_ALLOWED = "stage_not_allowed"
     PREDICTION_FAILED = "prediction_failed"
     MODEL_LOAD_FAILED = "model_load_failed"
     RUN_ALREADY_TERMINATED = "run_already_terminated"

@@ -38,13 +38,14 @@ from benchmarks.predict import percentile, run_round  # noqa: E402
 def triton_vs_ray(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
     from app.core.access import Role
     from testkit.models import log_model_run
+    from testkit.service import register_staged
 
     tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
     run = log_model_run(tracking, str(workdir / "data" / "mlflow" / "artifacts"), "bench")
     with httpx.Client(base_url=base, timeout=300, headers=tokens.header(Role.ENGINEER)) as http:
         for name, backend in (("bench-ray", "ray"), ("bench-triton", "triton")):
-            version = http.post("/api/v1/ml/models", json={"name": name, "run_id": run.run_id})
-            body = {"strategy": "replace", "version": version.json()["version"], "backend": backend}
+            version = register_staged(http, name, run.run_id)
+            body = {"strategy": "replace", "version": version, "backend": backend}
             answer = http.post(f"/api/v1/ml/models/{name}/deploy", json=body)
             if answer.status_code != 200:
                 raise RuntimeError(answer.text)
@@ -127,7 +128,7 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
     from app.adapters.vllm_backend import cpu_dtype
     from app.core.access import Role
     from app.samples.tiny_llm import build_tiny_llama
-    from testkit.service import free_port
+    from testkit.service import free_port, register_staged
 
     model_dir = Path(args.model_dir) if args.model_dir else build_tiny_llama(workdir / "tiny")
     tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
@@ -137,8 +138,8 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
     with mlflow.start_run(experiment_id=experiment) as run:
         log_llm(model_dir)
     with httpx.Client(base_url=base, timeout=900, headers=tokens.header(Role.ENGINEER)) as http:
-        version = http.post("/api/v1/ml/models", json={"name": "chat", "run_id": run.info.run_id})
-        body = {"strategy": "replace", "version": version.json()["version"], "backend": "vllm"}
+        version = register_staged(http, "chat", run.info.run_id)
+        body = {"strategy": "replace", "version": version, "backend": "vllm"}
         started = time.perf_counter()
         answer = http.post("/api/v1/ml/models/chat/deploy", json=body)
         if answer.status_code != 200:

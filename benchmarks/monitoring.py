@@ -61,6 +61,7 @@ def main() -> int:
     from app.settings import StorageSettings
     from benchmarks.ml_app import start_ml_app
     from testkit.models import log_model_run
+    from testkit.service import register_staged
 
     running = start_ml_app("monitoring")
     base, tokens, workdir = running.base, running.tokens, running.workdir
@@ -70,9 +71,7 @@ def main() -> int:
     )
     with httpx.Client(base_url=base, timeout=120, headers=tokens.header(Role.ENGINEER)) as http:
         for model, rate in MODELS.items():
-            http.post(
-                "/api/v1/ml/models", json={"name": model, "run_id": run.run_id}
-            ).raise_for_status()
+            register_staged(http, model, run.run_id)
             http.post(
                 f"/api/v1/ml/models/{model}/deploy", json={"strategy": "replace", "version": 1}
             ).raise_for_status()

@@ -107,6 +107,7 @@ def main() -> int:
     from app.core.access import Role
     from benchmarks.ml_app import start_ml_app
     from testkit.models import log_model_run
+    from testkit.service import register_staged
 
     running = start_ml_app("predict")
     base, tokens, workdir = running.base, running.tokens, running.workdir
@@ -114,8 +115,7 @@ def main() -> int:
     run = log_model_run(tracking, str(workdir / "data" / "mlflow" / "artifacts"), "bench")
     auth = tokens.header(Role.ENGINEER)
     with httpx.Client(base_url=base, timeout=120, headers=auth) as http:
-        version = http.post("/api/v1/ml/models", json={"name": "bench", "run_id": run.run_id})
-        number = version.json()["version"]
+        number = register_staged(http, "bench", run.run_id)
         http.post("/api/v1/ml/models/bench/deploy", json={"strategy": "replace", "version": number})
     serve.run(
         minimal_app(f"models:/bench/{number}", tracking), name="minimal", route_prefix="/minimal"

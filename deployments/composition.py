@@ -89,7 +89,7 @@ def traffic_parts(settings: Settings, registry: Any) -> dict[str, Any]:
 def monitor_parts(settings: Settings, registry: Any) -> dict[str, Any]:
     """The monitor actor's constructor arguments (`registry`: the registry actor, which
     its retraining jobs check models with)."""
-    from app.adapters.mlflow_references import MlflowReferences
+    from app.adapters.drift_references import StoredReferences
     from app.adapters.monitor_store import SqlMonitorStore
     from app.adapters.prediction_log import PredictionLogReader
     from app.adapters.registry_actor_client import ActorModelRegistry
@@ -100,11 +100,12 @@ def monitor_parts(settings: Settings, registry: Any) -> dict[str, Any]:
     configure_logging(settings.log_level)
     config = settings.monitoring
     secret = config.webhook_secret.get_secret_value() if config.webhook_secret else None
+    storage = open_storage(settings.storage)
     return {
         "config": config,
         "store": SqlMonitorStore(settings.state.database_url),
-        "references": MlflowReferences(settings.mlflow.tracking_uri),
-        "predictions": PredictionLogReader(open_storage(settings.storage)),
+        "references": StoredReferences(settings.mlflow.tracking_uri, storage),
+        "predictions": PredictionLogReader(storage),
         "jobs": training_jobs(settings, ActorModelRegistry(registry)),
         "delivery": WebhookDelivery(secret, config.webhook_timeout_s, config.webhook_attempts),
         "gauges": DriftGauges(),
@@ -195,6 +196,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         RayClusterProbe,
         StorageProbe,
     )
+    from app.adapters.mlflow_signatures import MlflowSignatures
     from app.adapters.mlflow_tracking import MlflowExperimentTracker
     from app.adapters.registry_actor_client import ActorModelRegistry
     from app.adapters.serve_invoker import BackendInvoker, ServeModelInvoker, ServeTritonBackend
@@ -225,6 +227,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     triton = ServeTritonBackend(peers.triton) if peers.triton is not None else None
     backends = Backends(triton, llm, tables, retire_after_s=serving.drain_window_s)
     observed = ObservedRecorder(recorder)
+    signatures = MlflowSignatures(mlflow.tracking_uri)
     feature_use_case = features(settings)
     monitoring, log, monitor_background = _monitoring(settings, peers, traffic, storage)
     predictor = Predictor(
@@ -234,6 +237,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         serving.max_rows_per_request,
         feature_inputs=FeatureInputs(feature_use_case, registry) if feature_use_case else None,
         log=log,
+        signatures=signatures,
     )
     probes: tuple[HealthProbe, ...] = (
         RayClusterProbe(),
@@ -248,7 +252,8 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         tracker=tracker,
         probes=probes,
         registry=registry,
-        promotions=Promotions(registry, TrafficServingEvidence(peers.traffic)),
+        signatures=signatures,
+        promotions=Promotions(registry, TrafficServingEvidence(peers.traffic), traffic),
         deployments=Deployments(registry, traffic, backends, feature_use_case),
         predictor=predictor,
         jobs=training_jobs(settings, registry, feature_use_case),

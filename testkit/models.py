@@ -102,3 +102,65 @@ def log_flaky_run(
             pip_requirements=PIP,
         )
     return LoggedRun(run.info.run_id, experiment_id)
+
+
+FEATURES = ("tenure_months", "monthly_charges", "support_calls")
+
+
+class ScoredModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """A classifier whose behaviour is a parameter: class scores as a mapping per row
+    (`{"0": 0.7, "1": 0.3}` through the API, like the sample churn MLP), a share of rows it
+    fails on (`error_rate`, decided by the row's values: the same row fails every time;
+    only rows with `tenure_months >= 2`, so its input example always passes validation),
+    and extra latency per call (`delay_ms`)."""
+
+    def __init__(self, weights: tuple[float, ...], error_rate: float, delay_ms: float) -> None:
+        self.weights = weights
+        self.error_rate = error_rate
+        self.delay_ms = delay_ms
+
+    def predict(
+        self, context: object, model_input: pd.DataFrame, params: object = None
+    ) -> pd.DataFrame:
+        import hashlib
+        import time
+
+        if self.delay_ms:
+            time.sleep(self.delay_ms / 1000)
+        values = model_input[list(FEATURES)].to_numpy(dtype="float64")
+        for row in values:
+            digest = hashlib.blake2b(row.tobytes(), digest_size=4).digest()
+            if row[0] >= 2 and int.from_bytes(digest, "big") / 2**32 < self.error_rate:
+                raise ValueError("this model fails on rows like this one")
+        score = values @ np.asarray(self.weights[: len(FEATURES)]) + self.weights[-1]
+        positive = 1 / (1 + np.exp(-score))
+        return pd.DataFrame({"0": 1 - positive, "1": positive})
+
+
+def log_scored_run(
+    tracking_uri: str,
+    artifact_root: str,
+    experiment: str,
+    *,
+    weights: tuple[float, ...] = (0.8, -0.5, 0.3, 0.0),
+    error_rate: float = 0.0,
+    delay_ms: float = 0.0,
+    metrics: dict[str, float] | None = None,
+) -> LoggedRun:
+    """A run logging a `ScoredModel` (named double columns in, class scores out), with an
+    input example and the given metrics."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable anywhere
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = _experiment(experiment, artifact_root)
+    example = pd.DataFrame({name: [0.5, 1.5] for name in FEATURES})
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_metrics(metrics or {"val_accuracy": 0.8})
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ScoredModel(weights, error_rate, delay_ms),
+            input_example=example,
+            pip_requirements=PIP,
+        )
+    return LoggedRun(run.info.run_id, experiment_id)

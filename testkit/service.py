@@ -136,3 +136,18 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def register_staged(http: httpx.Client, model: str, run_id: str) -> int:
+    """Register a run's model and promote it to staging (its validation runs): only
+    staging and production versions take live traffic. `http` carries an engineer's
+    token and the service's base URL."""
+    registered = http.post("/api/v1/ml/models", json={"name": model, "run_id": run_id})
+    registered.raise_for_status()
+    version = int(registered.json()["version"])
+    promoted = http.post(
+        f"/api/v1/ml/models/{model}/promote", json={"version": version, "to": "staging"}
+    )
+    if promoted.status_code != 200:
+        raise RuntimeError(promoted.text)
+    return version

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -18,7 +19,7 @@ from mlflow.models import Model
 
 from app.core.lifecycle import SINGULAR_STAGES
 from app.core.registry import ModelSource
-from app.core.tracking import DATASET_CONTEXT_TAG
+from app.core.tracking import DATASET_CONTEXT_TAG, EVALUATION_TAG
 from app.errors import ErrorCode, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class MlflowModelCatalog:
             feature_service=tags.get(FEATURE_SERVICE_TAG),
             code_version=next((tags[t] for t in CODE_VERSION_TAGS if t in tags), None),
             parent_run_id=tags.get("mlflow.parentRunId"),
+            evaluation=_declared(tags.get(EVALUATION_TAG)),
         )
 
     def create_version(
@@ -155,6 +157,21 @@ def artifact_digest(directory: Path) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _declared(text: str | None) -> dict[str, str]:
+    """The evaluation metrics a run declared (`{"val_loss": "minimize", ...}`)."""
+    if not text:
+        return {}
+    try:
+        declared = json.loads(text)
+    except ValueError:
+        log.warning("tag %s is not JSON: %r", EVALUATION_TAG, text[:200])
+        return {}
+    goals = {"maximize", "minimize"}
+    if not isinstance(declared, dict):
+        return {}
+    return {str(k): str(v) for k, v in declared.items() if v in goals}
 
 
 def _dataset(dataset_input: Any) -> dict[str, Any]:

@@ -232,6 +232,23 @@ class PredictionLogReader:
         names = (n.removeprefix("version=") for n in self._storage.children(_model(model)))
         return sorted(int(name) for name in names if name.isdigit())
 
+    def first(self, model: str, version: int, rows: int) -> pd.DataFrame:
+        """See `PredictionWindows.first` (files read in the order they were written)."""
+        frames, total = [], 0
+        stored = self._storage.files(f"{_model(model)}/version={version}")
+        for file in sorted(stored, key=lambda f: (_written_ms(f.key) or 0, f.key)):
+            if _written_ms(file.key) is None:
+                continue
+            frame = pd.read_parquet(io.BytesIO(self._storage.read_bytes(file.key)))
+            frames.append(frame)
+            total += len(frame)
+            if total >= rows:
+                break
+        if not frames:
+            return pd.DataFrame()
+        joined = pd.concat(frames, ignore_index=True).sort_values("ts", kind="stable")
+        return joined.head(rows).reset_index(drop=True)
+
     def window(
         self, model: str, version: int, since: float, until: float | None = None
     ) -> pd.DataFrame:

@@ -17,7 +17,8 @@ LATENCY_BOUNDARIES_MS = [1.0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
 
 class ObservedRecorder:
     """A serving recorder that also counts each request in Prometheus metrics:
-    `mlservice_predictions_total{model, variant, outcome}` and
+    `mlservice_predictions_total{model, variant, outcome}` (ok, error, or rejected: the
+    client's mistake) and
     `mlservice_predict_latency_ms{model, variant}` (a histogram).
 
     Args:
@@ -31,7 +32,7 @@ class ObservedRecorder:
         self._recorder = recorder
         self._requests = metrics.Counter(
             "mlservice_predictions",
-            description="Predict calls per model variant and outcome (ok, error).",
+            description="Predict calls per model variant and outcome (ok, error, rejected).",
             tag_keys=("model", "variant", "outcome"),
         )
         self._latency = metrics.Histogram(
@@ -49,6 +50,10 @@ class ObservedRecorder:
         outcome = "ok" if ok else "error"
         self._requests.inc(1, {"model": model, "variant": variant, "outcome": outcome})
         self._latency.observe(latency_ms, {"model": model, "variant": variant})
+
+    def rejected(self, model: str, variant: str) -> None:
+        self._recorder.rejected(model, variant)
+        self._requests.inc(1, {"model": model, "variant": variant, "outcome": "rejected"})
 
     def predicted(self, ref: PredictionRef) -> None:
         self._recorder.predicted(ref)

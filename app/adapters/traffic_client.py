@@ -124,6 +124,10 @@ class BufferedRecorder:
         counter.latency[latency_bucket(latency_ms)] += 1
         counter.last_at = time.time()
 
+    def rejected(self, model: str, variant: str) -> None:
+        """See `ServingRecorder.rejected`."""
+        self._inflight[(model, variant)] -= 1
+
     def predicted(self, ref: PredictionRef) -> None:
         """See `ServingRecorder.predicted`."""
         self._refs.append(ref)

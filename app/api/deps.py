@@ -16,7 +16,7 @@ from fastapi import Depends, Query, Request
 from app.core.access import Principal
 from app.errors import ErrorCode, InvalidInput, Unavailable
 from app.ports.health import HealthProbe
-from app.ports.registry import ModelRegistry
+from app.ports.registry import ModelRegistry, ModelSignatures
 from app.ports.tracking import ExperimentTracker
 from app.services.deployments import Deployments
 from app.services.features import Features
@@ -63,6 +63,9 @@ async def _context(request: Request) -> ApiContext:
 Tracker = Annotated[ExperimentTracker, Depends(_service("tracker"))]
 Registry = Annotated[
     ModelRegistry, Depends(_service("registry", "The model registry is not running."))
+]
+Signatures = Annotated[
+    ModelSignatures, Depends(_service("signatures", "The model registry is not running."))
 ]
 PromotionsDep = Annotated[
     Promotions, Depends(_service("promotions", "The model registry is not running."))

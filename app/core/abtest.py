@@ -11,6 +11,10 @@ The always-valid p-value is the running minimum of 1/Lambda over every look, and
 {theta : Lambda_n(theta) < 1/alpha} is an always-valid confidence sequence for the effect;
 peeking after every request does not inflate the false-winner rate above alpha.
 
+Each verdict also says how far the test is: the planned sample size per arm (the outcomes
+each arm needs for `power` to find `minimum_effect`, for this always-valid test at one
+look, with the arms' outcome variance so far) and the power at the sample it has.
+
 A sample-ratio-mismatch check (chi-square of assignment counts against the configured
 weights) guards the randomisation: with a mismatch there is no verdict at all. Until both
 arms have enough outcomes the test says it is underpowered instead of naming a winner.
@@ -57,6 +61,8 @@ class AbTestConfig:
     alpha: float = 0.05
     tau: float = 0.1
     min_outcomes: int = 100
+    minimum_effect: float = 0.05
+    power: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class Verdict:
     baseline_outcomes: int
     candidate_outcomes: int
     reason: str
+    planned_n: int | None = None
+    power: float | None = None
 
 
 def srm_p_value(arms: tuple[Arm, ...]) -> float:
@@ -115,6 +123,40 @@ def confidence_interval(
     return effect - radius, effect + radius
 
 
+def power_at(n: int, effect: float, variance: float, tau: float, alpha: float) -> float:
+    """The chance that the test finds `effect` with `n` outcomes per arm (outcome variance
+    `variance` in each arm), at one look: the observed difference must cross the
+    mixture's threshold, in either direction."""
+    if n <= 0:
+        return 0.0
+    v = 2 * max(variance, _MIN_VARIANCE) / n
+    tau2 = tau * tau
+    crossing = math.sqrt(
+        2 * v * (v + tau2) / tau2 * (math.log(1 / alpha) + 0.5 * math.log((v + tau2) / v))
+    )
+    sd = math.sqrt(v)
+    return float(
+        stats.norm.sf((crossing - effect) / sd) + stats.norm.cdf((-crossing - effect) / sd)
+    )
+
+
+def planned_n(effect: float, variance: float, tau: float, alpha: float, power: float) -> int:
+    """The outcomes per arm for `power` to find `effect` (see `power_at`)."""
+    high = 2
+    while power_at(high, effect, variance, tau, alpha) < power:
+        high *= 2
+        if high > 100_000_000:
+            return high
+    low = high // 2
+    while low + 1 < high:
+        middle = (low + high) // 2
+        if power_at(middle, effect, variance, tau, alpha) >= power:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
 def judge(
     baseline: Arm,
     candidate: Arm,
@@ -133,6 +175,9 @@ def judge(
     """
     srm_p = srm_p_value(srm_arms or (baseline, candidate))
     a, b = baseline.outcomes, candidate.outcomes
+    spread = _pooled_variance(a, b)
+    plan = planned_n(config.minimum_effect, spread, config.tau, config.alpha, config.power)
+    now = power_at(min(a.n, b.n), config.minimum_effect, spread, config.tau, config.alpha)
 
     def verdict(
         status: VerdictStatus,
@@ -161,6 +206,8 @@ def judge(
             baseline_outcomes=a.n,
             candidate_outcomes=b.n,
             reason=reason,
+            planned_n=plan,
+            power=round(now, 4),
         )
 
     if srm_p < SRM_ALPHA:
@@ -172,7 +219,8 @@ def judge(
     if min(a.n, b.n) < config.min_outcomes:
         return verdict(
             VerdictStatus.UNDERPOWERED,
-            f"underpowered: needs {config.min_outcomes} outcomes per arm, has {a.n} and {b.n}",
+            f"underpowered: needs {config.min_outcomes} outcomes per arm, has {a.n} and {b.n} "
+            f"(planned: {plan} per arm for an effect of {config.minimum_effect:g})",
         )
     assert a.mean is not None and b.mean is not None
     effect = b.mean - a.mean
@@ -200,3 +248,9 @@ def judge(
         p_value=p_value,
         ratio=ratio,
     )
+
+
+def _pooled_variance(a: Outcomes, b: Outcomes) -> float:
+    """The outcome variance of both arms together; a coin's (0.25) before there is any."""
+    pooled = a.merge(b)
+    return pooled.variance if pooled.n >= 2 else 0.25

@@ -2,9 +2,21 @@
 
 A canary moves through traffic steps (e.g. 5, 25, 50, 100 percent). At every tick the
 canary's window (its requests since the step began) is compared with the baseline's
-window: a breach on error rate, latency or (when feedback exists) quality rolls back at
-once; after the step's bake time with enough canary traffic and no breach, it advances;
-the last step completes the rollout.
+window by three one-sided tests, each a confidence sequence that stays valid when looked
+at every tick (the mixture SPRT of `app.core.abtest`):
+
+- errors: the canary's error rate minus the baseline's;
+- latency: the share of requests slower than `max_latency_ratio` x the baseline's p95,
+  the canary's minus the baseline's (distributions compared, not one p95 of a few dozen
+  requests);
+- quality (with feedback): the baseline's mean outcome minus the canary's.
+
+A test rolls back only when the lower bound of its difference is above its practical
+threshold (`max_error_rate_increase`, `LATENCY_SHARE_MARGIN`, `max_quality_drop`) and
+it has its minimum sample. The false-rollback rate of a whole rollout is at most `alpha`
+(Bonferroni over the three tests of every step). After the step's bake time, with enough
+canary traffic and no rollback, the rollout advances; the last step completes it. Every
+judgement carries its numbers (estimate, interval, threshold, sample) for the audit log.
 """
 
 from __future__ import annotations
@@ -14,9 +26,15 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from app.core.abtest import confidence_interval
 from app.core.audit import EventType
-from app.core.serving_stats import VariantStats
+from app.core.serving_stats import LATENCY_BOUNDS_MS, VariantStats
 from app.errors import Conflict, ErrorCode
+
+LATENCY_SHARE_MARGIN = 0.05  # 5 more points of the canary's requests that slow
+MIN_SAMPLE = 20  # requests per side before the error and latency tests look
+_TAU_SHARES = 0.1  # the mixing scale of the error and latency tests (shares)
+_TAU_QUALITY = 0.05  # ... and of the quality test (outcome units)
 
 
 class Action(StrEnum):
@@ -61,13 +79,27 @@ class Judgement:
 
 
 def judge_step(
-    plan: CanaryPlan, baseline: VariantStats, canary: VariantStats, elapsed_s: float
+    plan: CanaryPlan,
+    baseline: VariantStats,
+    canary: VariantStats,
+    elapsed_s: float,
+    alpha: float = 0.01,
 ) -> Judgement:
-    """Decide on the current step from both windows (stats since the step began)."""
-    evidence = _evidence(baseline, canary, elapsed_s)
-    breach = _breach(plan, baseline, canary)
-    if breach:
-        return Judgement(Action.ROLLBACK, breach, evidence)
+    """Decide on the current step from both windows (stats since the step began).
+
+    Args:
+        alpha: the false-rollback rate of the whole rollout.
+    """
+    level = alpha / (3 * len(plan.steps))  # every test of every step
+    tests = {
+        "errors": _errors(plan, baseline, canary, level),
+        "latency": _latency(plan, baseline, canary, level),
+        "quality": _quality(plan, baseline, canary, level),
+    }
+    evidence = {**_evidence(baseline, canary, elapsed_s), "tests": tests, "alpha": alpha}
+    breach = next((t for t in tests.values() if t["decision"] == "breach"), None)
+    if breach is not None:
+        return Judgement(Action.ROLLBACK, str(breach["reason"]), evidence)
     if elapsed_s < plan.bake_time_s:
         return Judgement(
             Action.HOLD, f"baking ({elapsed_s:.0f}/{plan.bake_time_s:.0f} s)", evidence
@@ -81,30 +113,104 @@ def judge_step(
     return Judgement(Action.ADVANCE, "healthy for the whole bake time", evidence)
 
 
-def _breach(plan: CanaryPlan, baseline: VariantStats, canary: VariantStats) -> str:
-    increase = canary.error_rate - baseline.error_rate
-    if canary.errors >= plan.min_errors and increase > plan.max_error_rate_increase:
-        return (
-            f"error rate {canary.error_rate:.1%} vs baseline {baseline.error_rate:.1%} "
-            f"(+{increase:.1%} > +{plan.max_error_rate_increase:.1%} allowed)"
-        )
-    samples = min(sum(canary.latency), sum(baseline.latency))
-    canary_p95, baseline_p95 = canary.percentile_ms(0.95), baseline.percentile_ms(0.95)
-    if samples >= plan.min_latency_samples and canary_p95 and baseline_p95:
-        if canary_p95 > plan.max_latency_ratio * baseline_p95:
-            return (
-                f"p95 latency {canary_p95:.1f} ms vs baseline {baseline_p95:.1f} ms "
-                f"(> {plan.max_latency_ratio:g}x allowed)"
-            )
+def _errors(
+    plan: CanaryPlan, baseline: VariantStats, canary: VariantStats, level: float
+) -> dict[str, Any]:
+    enough = min(baseline.requests, canary.requests) >= MIN_SAMPLE and (
+        canary.errors >= plan.min_errors
+    )
+    return _shares(
+        "error rate",
+        (canary.errors, canary.requests),
+        (baseline.errors, baseline.requests),
+        plan.max_error_rate_increase,
+        level,
+        enough,
+    )
+
+
+def _latency(
+    plan: CanaryPlan, baseline: VariantStats, canary: VariantStats, level: float
+) -> dict[str, Any]:
+    p95 = baseline.percentile_ms(0.95)
+    samples = min(sum(baseline.latency), sum(canary.latency))
+    if p95 is None or samples < max(MIN_SAMPLE, plan.min_latency_samples):
+        return {"decision": "insufficient", "samples": samples}
+    threshold = plan.max_latency_ratio * p95
+    test = _shares(
+        f"share slower than {threshold:.1f} ms ({plan.max_latency_ratio:g}x the baseline p95)",
+        (_slower(canary, threshold), sum(canary.latency)),
+        (_slower(baseline, threshold), sum(baseline.latency)),
+        LATENCY_SHARE_MARGIN,
+        level,
+        True,
+    )
+    return {**test, "threshold_ms": threshold, "baseline_p95_ms": p95}
+
+
+def _quality(
+    plan: CanaryPlan, baseline: VariantStats, canary: VariantStats, level: float
+) -> dict[str, Any]:
     ours, theirs = canary.outcomes, baseline.outcomes
-    if min(ours.n, theirs.n) >= plan.min_outcomes and ours.mean is not None:
-        assert theirs.mean is not None
-        if ours.mean < theirs.mean - plan.max_quality_drop:
-            return (
-                f"quality {ours.mean:.3f} vs baseline {theirs.mean:.3f} "
-                f"(drop > {plan.max_quality_drop:g} allowed)"
-            )
-    return ""
+    if min(ours.n, theirs.n) < plan.min_outcomes or ours.mean is None or theirs.mean is None:
+        return {"decision": "insufficient", "outcomes": [theirs.n, ours.n]}
+    drop = theirs.mean - ours.mean
+    variance = max(ours.variance, 1e-9) / ours.n + max(theirs.variance, 1e-9) / theirs.n
+    low, high = confidence_interval(drop, variance, _TAU_QUALITY, level)
+    breach = low > plan.max_quality_drop
+    reason = (
+        f"quality {ours.mean:.3f} vs baseline {theirs.mean:.3f}: drop {drop:.3f} "
+        f"(interval {low:.3f} to {high:.3f}) beyond the allowed {plan.max_quality_drop:g}"
+    )
+    return {
+        "decision": "breach" if breach else "ok",
+        "reason": reason,
+        "estimate": drop,
+        "interval": [low, high],
+        "threshold": plan.max_quality_drop,
+        "outcomes": [theirs.n, ours.n],
+    }
+
+
+def _shares(
+    what: str,
+    canary: tuple[int, int],
+    baseline: tuple[int, int],
+    margin: float,
+    level: float,
+    enough: bool,
+) -> dict[str, Any]:
+    """The one-sided test of a share's increase (canary minus baseline) beyond `margin`."""
+    (x_c, n_c), (x_b, n_b) = canary, baseline
+    if not enough or min(n_c, n_b) == 0:
+        return {"decision": "insufficient", "counts": [x_b, n_b, x_c, n_c]}
+    rate_c, rate_b = x_c / n_c, x_b / n_b
+    # variances from smoothed rates: no zero variance when nothing happened yet
+    smooth_c, smooth_b = (x_c + 0.5) / (n_c + 1), (x_b + 0.5) / (n_b + 1)
+    variance = smooth_c * (1 - smooth_c) / n_c + smooth_b * (1 - smooth_b) / n_b
+    increase = rate_c - rate_b
+    low, high = confidence_interval(increase, variance, _TAU_SHARES, level)
+    reason = (
+        f"{what} {rate_c:.1%} vs baseline {rate_b:.1%}: +{increase:.1%} "
+        f"(interval {low:+.1%} to {high:+.1%}) beyond the allowed +{margin:.1%}"
+    )
+    return {
+        "decision": "breach" if low > margin else "ok",
+        "reason": reason,
+        "estimate": increase,
+        "interval": [low, high],
+        "threshold": margin,
+        "counts": [x_b, n_b, x_c, n_c],
+    }
+
+
+def _slower(stats: VariantStats, threshold_ms: float) -> int:
+    """Requests in buckets entirely above `threshold_ms`."""
+    return sum(
+        count
+        for count, low in zip(stats.latency[1:], LATENCY_BOUNDS_MS[:-1], strict=True)
+        if low >= threshold_ms
+    )
 
 
 def _evidence(baseline: VariantStats, canary: VariantStats, elapsed_s: float) -> dict[str, Any]:

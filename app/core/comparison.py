@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -96,3 +96,24 @@ def _metric_row(key: str, runs: Sequence[Run], goal: Goal) -> MetricRow:
         best_run_ids=best_ids,
         differs=len(set(values.values())) > 1,
     )
+
+
+# Metrics that describe how a run went, not how good its model is: never compared by a
+# gate unless a policy names them.
+_BOOKKEEPING = re.compile(
+    r"^(epoch|epochs|step|steps|lr|learning_rate|trials|total_epochs|rows_written)$"
+    r"|^(train|training|baseline)_"
+    r"|(_seconds|_per_second|_time|_duration)$",
+    re.IGNORECASE,
+)
+
+
+def evaluation_metrics(
+    metrics: Collection[str], declared: Mapping[str, str] | None = None
+) -> dict[str, Goal]:
+    """The metrics that say how good a model is, with their goals: those its run declared
+    (name -> maximize/minimize), else every logged metric but the bookkeeping ones
+    (epoch, train_*, baseline_*, *_seconds, rows_per_second ...)."""
+    if declared:
+        return {name: Goal(goal) for name, goal in declared.items()}
+    return {m: goal_of(m) for m in sorted(metrics) if not _BOOKKEEPING.search(m)}

@@ -82,14 +82,20 @@ class CategoricalProfile:
 
 @dataclass(frozen=True)
 class Reference:
-    """Per feature (and for the predictions, under `prediction`), what training saw."""
+    """Per feature (and for the predictions, under `prediction`), what the version is
+    compared with: what training saw (`source` training), the run's logged dataset
+    (dataset), or the version's first live traffic (live_window, with its time span)."""
 
     features: dict[str, NumericProfile | CategoricalProfile]
     rows: int
+    source: str = "training"
+    window: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
+            "source": self.source,
+            "window": list(self.window) if self.window else None,
             "features": {
                 name: {
                     "kind": FeatureKind.NUMERIC
@@ -113,7 +119,13 @@ class Reference:
                 fields["counts"] = tuple(fields["counts"])
                 fields["categories"] = tuple(fields["categories"])
                 features[name] = CategoricalProfile(**fields)
-        return cls(features=features, rows=int(data["rows"]))
+        window = data.get("window")
+        return cls(
+            features=features,
+            rows=int(data["rows"]),
+            source=str(data.get("source", "training")),
+            window=(float(window[0]), float(window[1])) if window else None,
+        )
 
 
 @dataclass(frozen=True)

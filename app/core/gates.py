@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from app.core.comparison import Goal, goal_of
+from app.core.comparison import Goal, evaluation_metrics, goal_of
 from app.core.lifecycle import ModelStage
 
 
@@ -131,6 +131,7 @@ class PromotionFacts:
     digest: str
     metrics: Mapping[str, float]
     production: ProductionFacts | None = None
+    evaluation: Mapping[str, str] = field(default_factory=dict)  # declared by its run
     validation: ValidationReport | None = None
     approvals: tuple[Approval, ...] = ()
     integration: Evidence | None = None
@@ -167,19 +168,30 @@ def _validation(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
 
 
 def _metrics(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
+    """Explicit bounds, and every evaluation metric (declared by the run, else all but
+    the bookkeeping ones) shared with production, in its declared direction."""
     outcomes = [_rule_outcome(rule, facts) for rule in policy.metric_rules]
+    compared: dict[str, Goal] = {}
     if policy.default_max_regression is not None and facts.production is not None:
         named = {rule.metric for rule in policy.metric_rules}
-        shared = sorted(set(facts.metrics) & set(facts.production.metrics) - named)
+        compared = {
+            metric: goal
+            for metric, goal in evaluation_metrics(facts.metrics, facts.evaluation).items()
+            if metric in facts.production.metrics and metric not in named
+        }
         outcomes += [
-            _rule_outcome(MetricRule(m, max_regression=policy.default_max_regression), facts)
-            for m in shared
+            _rule_outcome(
+                MetricRule(m, max_regression=policy.default_max_regression, goal=goal), facts
+            )
+            for m, goal in sorted(compared.items())
         ]
     inputs = {
         "candidate": {"version": facts.version, "metrics": dict(facts.metrics)},
         "production": None
         if facts.production is None
         else {"version": facts.production.version, "metrics": dict(facts.production.metrics)},
+        "evaluation_metrics": {m: g.value for m, g in compared.items()},
+        "declared": bool(facts.evaluation),
         "rules": outcomes,
     }
     if not outcomes:
@@ -241,9 +253,8 @@ def _regression_problems(
 def _serving_evidence(gate: Gate, evidence: Evidence | None, what: str) -> Check:
     if evidence is None:
         return Check(gate, False, f"no evidence: {what}")
-    return Check(
-        gate, evidence.passed, "passed" if evidence.passed else "failed", dict(evidence.details)
-    )
+    reason = str(evidence.details.get("reason") or ("passed" if evidence.passed else "failed"))
+    return Check(gate, evidence.passed, reason, dict(evidence.details))
 
 
 def _integration(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
@@ -255,6 +266,13 @@ def _integration(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
 
 def _ab_test(facts: PromotionFacts, policy: PromotionPolicy) -> Check:
     del policy
+    if facts.production is None:
+        return Check(
+            Gate.AB_TEST,
+            True,
+            "not applicable: there is no production version to compare with",
+            {"applicable": False},
+        )
     return _serving_evidence(
         Gate.AB_TEST, facts.ab_test, "no A/B verdict against the production version"
     )

@@ -37,10 +37,12 @@ class Lineage:
     source_uri: str = ""
     parent_run_id: str | None = None
     training: Mapping[str, Any] = field(default_factory=dict)
+    evaluation: Mapping[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON form."""
         return {
+            "evaluation": dict(self.evaluation),
             "parent_run_id": self.parent_run_id,
             "training": dict(self.training),
             "run_id": self.run_id,
@@ -248,6 +250,7 @@ class ModelSource:
     feature_service: str | None = None
     code_version: str | None = None
     parent_run_id: str | None = None
+    evaluation: Mapping[str, str] = field(default_factory=dict)
 
 
 def new_version(
@@ -274,6 +277,7 @@ def new_version(
         source_uri=source.uri,
         parent_run_id=source.parent_run_id,
         training=dict(request.provenance),
+        evaluation=dict(source.evaluation),
     )
     return ModelVersion(
         model=request.model,

@@ -13,10 +13,12 @@ from app.core.serving_stats import VariantStats
 
 @dataclass(frozen=True)
 class IntegrationRule:
-    """How much healthy traffic a deployed version needs for the integration check."""
+    """How much healthy traffic a deployed version needs for the integration check, in a
+    recent window (the stats given are that window's)."""
 
     min_requests: int = 20
     max_error_rate: float = 0.01
+    window_s: float | None = None
 
 
 def integration(
@@ -43,14 +45,22 @@ def integration(
         "p95_ms": total.percentile_ms(0.95),
         "min_requests": rule.min_requests,
         "max_error_rate": rule.max_error_rate,
+        "window_s": rule.window_s,
     }
+    span = f" in the last {rule.window_s:g} s" if rule.window_s else ""
     if total.requests < rule.min_requests:
-        details["reason"] = f"only {total.requests} of {rule.min_requests} requests served"
+        details["reason"] = f"only {total.requests} of {rule.min_requests} requests served{span}"
         return Evidence(False, details)
     if total.error_rate > rule.max_error_rate:
-        details["reason"] = f"error rate {total.error_rate:.1%} above {rule.max_error_rate:.1%}"
+        details["reason"] = (
+            f"error rate {total.error_rate:.1%} ({total.errors} of {total.requests} requests"
+            f"{span}) above the allowed {rule.max_error_rate:.1%}"
+        )
         return Evidence(False, details)
-    details["reason"] = f"{total.requests} requests, error rate {total.error_rate:.2%}"
+    details["reason"] = (
+        f"{total.requests} requests{span}, error rate {total.error_rate:.2%} "
+        f"(at most {rule.max_error_rate:.1%} allowed)"
+    )
     return Evidence(True, details)
 
 
@@ -108,7 +118,13 @@ def ab_evidence(verdict: Verdict | None) -> Evidence | None:
         if verdict.confidence_interval
         else None,
         "p_value": verdict.p_value,
+        "alpha": verdict.alpha,
         "srm_ok": verdict.srm_ok,
+        "srm_p_value": verdict.srm_p_value,
+        "outcomes": [verdict.baseline_outcomes, verdict.candidate_outcomes],
+        "means": [verdict.baseline_mean, verdict.candidate_mean],
+        "planned_n": verdict.planned_n,
+        "power": verdict.power,
         "reason": verdict.reason,
         "baseline": verdict.baseline,
         "candidate": verdict.candidate,

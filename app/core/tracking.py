@@ -26,6 +26,9 @@ USER_TAG = "mlflow.user"
 RUN_NAME_TAG = "mlflow.runName"
 DESCRIPTION_TAG = "mlflow.note.content"
 DATASET_CONTEXT_TAG = "mlflow.data.context"
+# The run's evaluation metrics and their goals, as JSON (`{"val_loss": "minimize"}`): the
+# metrics the staging gate compares (training jobs set it; a notebook run may too).
+EVALUATION_TAG = "mlservice.evaluation_metrics"
 
 
 class RunStatus(StrEnum):

@@ -22,7 +22,7 @@ from app.adapters.storage import ArrowStorage, open_storage
 from app.adapters.torch_mlp import Servable
 from app.core.drift import PREDICTION, REFERENCE_ARTIFACT, Reference, capture
 from app.core.registry import Registration
-from app.core.tracking import DATASET_CONTEXT_TAG
+from app.core.tracking import DATASET_CONTEXT_TAG, EVALUATION_TAG
 from app.jobs.spec import JobEnvironment, TrainingSpec
 from app.jobs.tabular import TabularData, schema_json
 
@@ -39,6 +39,10 @@ MODEL_TAG = "mlservice.registered_model"
 FEATURE_SERVICE_TAG = "mlservice.feature_service"
 CODE_TAG = "mlservice.code_version"
 REFERENCE_ROWS = 100_000  # at most this many training rows profiled
+BUILT_IN_EVALUATION = {
+    "mlp_classifier": {"val_loss": "minimize", "val_accuracy": "maximize"},
+    "mlp_regressor": {"val_loss": "minimize", "val_rmse": "minimize", "val_mae": "minimize"},
+}
 PIP = [f"torch=={__import__('torch').__version__.split('+')[0]}"]
 
 
@@ -164,7 +168,11 @@ class JobContext:
         self.client.log_batch(run_id, metrics=[metric], synchronous=True)
 
     def finish(self, run_id: str, spec: TrainingSpec, provenance: dict[str, Any]) -> None:
-        """Register the run's model (when asked) and end the run."""
+        """Declare the run's evaluation metrics, register its model (when asked) and end
+        the run."""
+        declared = evaluation_metrics(spec.trainer)
+        if declared:  # what the staging gate compares (else all but bookkeeping metrics)
+            self.client.set_tag(run_id, EVALUATION_TAG, json.dumps(declared))
         if spec.trigger:  # e.g. the monitoring alert that asked for this model
             provenance = {**provenance, "trigger": dict(spec.trigger)}
             for key, value in spec.trigger.items():
@@ -186,6 +194,28 @@ class JobContext:
                 "registered %s version %s (%s)", version.model, version.version, version.semver
             )
         self.client.set_terminated(run_id, "FINISHED")
+
+
+def evaluation_metrics(trainer: str) -> dict[str, str]:
+    """The metrics that say how good a trainer's model is, with their goals: the built-in
+    MLPs' validation metrics, or a custom trainer's `EVALUATION_METRICS` (on the function
+    or its module; see app/jobs/examples.py)."""
+    if trainer in BUILT_IN_EVALUATION:
+        return dict(BUILT_IN_EVALUATION[trainer])
+    if ":" not in trainer:
+        return {}
+    import importlib
+
+    module_name, _, function_name = trainer.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return {}
+    function = getattr(module, function_name, None)
+    declared = getattr(function, "EVALUATION_METRICS", None) or getattr(
+        module, "EVALUATION_METRICS", None
+    )
+    return {str(k): str(v) for k, v in dict(declared or {}).items()}
 
 
 def reference_of(model: Any, data: TabularData) -> Reference:

@@ -9,7 +9,9 @@ instead of a built-in MLP. A training function is Ray Train's `train_loop_per_wo
   `get_dataset_shard("val")` (all of it);
 - each epoch, report metrics with `ray.train.report`, and on rank 0 a checkpoint holding
   `model.pt` (`torch.save` of a module that takes raw feature rows): the job logs the last
-  one to MLflow and registers it.
+  one to MLflow and registers it;
+- `EVALUATION_METRICS` (on the module, or on the function) names the metrics that say how
+  good the model is and their goals: the staging gate compares those with production's.
 
 Put your module on the cluster's Python path (install it in the environment `scripts/serve`
 creates, or ship it with `ray job submit --working-dir`).
@@ -26,6 +28,8 @@ import ray
 import ray.train
 import torch
 from torch import nn
+
+EVALUATION_METRICS = {"val_accuracy": "maximize"}
 
 
 class Standardised(nn.Module):

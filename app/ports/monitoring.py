@@ -101,6 +101,10 @@ class PredictionWindows(Protocol):
         """A model's versions with logged predictions."""
         ...
 
+    def first(self, model: str, version: int, rows: int) -> pd.DataFrame:
+        """The version's first `rows` logged rows (fewer when it has fewer), oldest first."""
+        ...
+
     def window(
         self, model: str, version: int, since: float, until: float | None = None
     ) -> pd.DataFrame:
@@ -149,5 +153,10 @@ class DriftReferences(Protocol):
     """What a version's live traffic is compared with."""
 
     def get(self, model: str, version: int) -> Reference | None:
-        """The version's reference; None when it has none."""
+        """The version's reference: captured at training, else from its run's logged
+        dataset, else its first live window once kept; None when it has none yet."""
+        ...
+
+    def keep(self, model: str, version: int, reference: Reference) -> None:
+        """Store a reference taken from the version's first live traffic."""
         ...

@@ -19,6 +19,7 @@ from app.core.registry import (
     RegistryState,
     RegistryWrite,
 )
+from app.core.signature import Signature
 
 
 class ModelCatalog(Protocol):
@@ -143,4 +144,18 @@ class ModelRegistry(Protocol):
         actor: str,
     ) -> AuditEvent:
         """Append a serving event (deployments, rollouts) to the model's audit log."""
+        ...
+
+
+class ModelSignatures(Protocol):
+    """The input signatures of registered versions (MLflow's model metadata)."""
+
+    def signature(self, model: str, version: int) -> Signature | None:
+        """The version's inputs, outputs and input example (None: logged without a
+        signature).
+
+        Raises:
+            NotFound: no such version (`model_version_not_found`).
+            Unavailable: the model store cannot be reached.
+        """
         ...

@@ -134,6 +134,11 @@ class ServingRecorder(Protocol):
         """It ended (ok or not) after `latency_ms`."""
         ...
 
+    def rejected(self, model: str, variant: str) -> None:
+        """It ended as the client's mistake (bad input): not served, and not an error of
+        the version."""
+        ...
+
     def predicted(self, ref: PredictionRef) -> None:
         """Remember a prediction for feedback."""
         ...

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from app.ports.background import Background
 from app.ports.health import HealthProbe
-from app.ports.registry import ModelRegistry
+from app.ports.registry import ModelRegistry, ModelSignatures
 from app.ports.tracking import ExperimentTracker
 from app.services.deployments import Deployments
 from app.services.features import Features
@@ -27,6 +27,7 @@ class Services:
         tracker: experiments and runs (MLflow).
         probes: what `/health` reports.
         registry: registered models, versions, approvals, policies, the audit log.
+        signatures: each version's input signature and example.
         promotions: promotions through the gates, with serving evidence.
         deployments: deploy, undeploy, the live view, feedback.
         predictor: the predict path.
@@ -41,6 +42,7 @@ class Services:
     tracker: ExperimentTracker
     probes: tuple[HealthProbe, ...] = ()
     registry: ModelRegistry | None = None
+    signatures: ModelSignatures | None = None
     promotions: Promotions | None = None
     deployments: Deployments | None = None
     predictor: Predictor | None = None

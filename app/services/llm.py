@@ -84,7 +84,10 @@ class LlmGateway:
             self._finish(model, variant, started, ok=False)
             raise
         if isinstance(first, dict) or first is None:
-            self._finish(model, variant, started, ok=first is not None and "error" not in first)
+            if _client_error(first):  # a bad request is the client's, not the version's
+                self._recorder.rejected(model, variant.name)
+            else:
+                self._finish(model, variant, started, ok=first is not None and "error" not in first)
             response = _checked(first)
             self._remember(request_id, model, variant, response)
             return LlmAnswer(model, variant.version, variant.name, response, None)
@@ -163,6 +166,11 @@ class _Relay:
 def _user(body: dict[str, Any]) -> str | None:
     user = body.get("user")
     return user if isinstance(user, str) and user else None
+
+
+def _client_error(response: dict[str, Any] | None) -> bool:
+    error = (response or {}).get("error")
+    return isinstance(error, dict) and int(error.get("code") or 500) < 500
 
 
 def _checked(response: dict[str, Any] | None) -> dict[str, Any]:

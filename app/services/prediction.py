@@ -19,7 +19,9 @@ from typing import Any
 from app.core.feedback import PredictionRef
 from app.core.model_io import RowBlock, check_block
 from app.core.routing import Variant
-from app.errors import DomainError, ErrorCode, InvalidInput, NotFound
+from app.core.signature import Signature, conform
+from app.errors import DomainError, ErrorCode, InvalidInput, NotFound, Unavailable
+from app.ports.registry import ModelSignatures
 from app.ports.serving import ModelInvoker, PredictionSink, RoutingSource, ServingRecorder
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class Predictor:
         feature_inputs: model inputs from entity keys (the feature store), for versions
             trained on a feature service.
         log: the prediction log (monitoring).
+        signatures: each version's input signature: requests are checked against it
+            before the model runs (None: not checked here, the model server converts).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class Predictor:
         draw: Callable[[], float] = random.random,
         feature_inputs: FeatureInputsFn | None = None,
         log: PredictionSink | None = None,
+        signatures: ModelSignatures | None = None,
     ) -> None:
         self._tables = tables
         self._invoker = invoker
@@ -70,6 +75,8 @@ class Predictor:
         self._draw = draw
         self._feature_inputs = feature_inputs
         self._log = log
+        self._signatures = signatures
+        self._known: dict[tuple[str, int], Signature | None] = {}
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def predict(
@@ -85,7 +92,9 @@ class Predictor:
 
         Raises:
             NotFound: the model is not deployed (`not_deployed`).
-            InvalidInput: the inputs are malformed; entities without online features.
+            InvalidInput: the inputs are malformed or do not match the version's signature
+                (named by row and column); entities without online features. A client's
+                mistake never counts as the version's error.
         """
         table = self._tables.get(model)
         if table is None:
@@ -97,7 +106,7 @@ class Predictor:
             if len(entities) > self._max_rows:
                 raise InvalidInput.for_field("entities", f"at most {self._max_rows} rows")
             inputs = await self._feature_inputs(model, variant.version, entities)
-        block = check_block(inputs, self._max_rows)
+        block = await self._conform(model, variant.version, check_block(inputs, self._max_rows))
         predictions = await self._call(model, variant, block)
         if self._log is not None:
             self._log.record(model, variant.version, variant.name, request_id, block, predictions)
@@ -115,23 +124,41 @@ class Predictor:
             task.add_done_callback(self._shadows.discard)
         return Prediction(request_id, model, variant.version, variant.name, predictions)
 
+    async def _conform(self, model: str, version: int, block: RowBlock) -> RowBlock:
+        """The rows checked against (and coerced to) the version's signature."""
+        if self._signatures is None:
+            return block
+        key = (model, version)
+        if key not in self._known:
+            try:
+                self._known[key] = await asyncio.to_thread(
+                    self._signatures.signature, model, version
+                )
+            except (NotFound, Unavailable) as exc:  # the model server will say what it is
+                log.info("no signature check for %s v%d: %s", model, version, exc.code)
+                return block
+        return conform(block, self._known[key])
+
     async def _call(self, model: str, variant: Variant, block: RowBlock) -> list[Any]:
         self._recorder.started(model, variant.name)
         started = time.perf_counter()
-        ok = False
         try:
             predictions = await self._invoker.predict(model, variant, block)
-            ok = True
-            return predictions
-        finally:
-            latency = (time.perf_counter() - started) * 1000
-            self._recorder.finished(model, variant.name, latency, ok)
+        except InvalidInput:  # the client's mistake, found by the backend: not an error
+            self._recorder.rejected(model, variant.name)
+            raise
+        except BaseException:
+            self._recorder.finished(model, variant.name, _ms_since(started), False)
+            raise
+        self._recorder.finished(model, variant.name, _ms_since(started), True)
+        return predictions
 
     async def _mirror(
         self, model: str, shadow: Variant, block: RowBlock, primary: list[Any], request_id: str
     ) -> None:
         """The shadow's answer is compared and recorded, never returned."""
         try:
+            block = await self._conform(model, shadow.version, block)
             mirrored = await self._call(model, shadow, block)
         except DomainError as exc:
             log.info("shadow %s of %s failed: %s", shadow.name, model, exc.code)
@@ -155,6 +182,10 @@ class Predictor:
                 tuple(mirrored),
             )
         )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _same(a: Any, b: Any) -> bool:

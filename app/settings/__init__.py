@@ -29,7 +29,14 @@ from app.settings.platform import (
     TrainingSettings,
 )
 from app.settings.section import Section, SettingsError
-from app.settings.serving import AbTestSettings, LlmSettings, ServingSettings, TritonSettings
+from app.settings.serving import (
+    AbTestSettings,
+    CanarySettings,
+    FeedbackSettings,
+    LlmSettings,
+    ServingSettings,
+    TritonSettings,
+)
 
 __all__ = [
     "ENV_NESTING",
@@ -37,7 +44,9 @@ __all__ = [
     "AbTestSettings",
     "ApiSettings",
     "AuthSettings",
+    "CanarySettings",
     "FeatureSettings",
+    "FeedbackSettings",
     "LlmSettings",
     "MetricRuleSettings",
     "MlflowSettings",

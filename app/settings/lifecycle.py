@@ -117,6 +117,12 @@ class MonitoringSettings(Section):
     )
     alpha: float = Field(default=0.01, gt=0, lt=1, description="Significance of the test.")
     min_samples: int = Field(default=200, ge=1, description="Smaller windows never alert.")
+    reference_rows: int = Field(
+        default=1000,
+        ge=50,
+        description="A version with no reference from training or its run's dataset takes "
+        "its first this many logged rows of live traffic as its reference.",
+    )
     webhook_url: AnyHttpUrl | None = Field(
         default=None, description="Where alerts are sent (models without a policy of their own)."
     )

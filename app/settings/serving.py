@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from app.core.feedback import RegressionMetric
 from app.settings.section import Section
 
 
@@ -22,6 +23,44 @@ class AbTestSettings(Section):
     )
     min_outcomes: int = Field(
         default=100, ge=2, description="Outcomes per arm before any verdict (else underpowered)."
+    )
+    minimum_effect: float = Field(
+        default=0.05,
+        gt=0,
+        description="The smallest difference of mean outcomes worth detecting (0.05 = 5 "
+        "points of accuracy): the planned sample size per arm is for this effect.",
+    )
+    power: float = Field(
+        default=0.8, gt=0, lt=1, description="The power the planned sample size aims at."
+    )
+
+
+class CanarySettings(Section):
+    """The canary controller's tests (always valid under a look at every tick)."""
+
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=0.5,
+        description="False-rollback rate bound of a whole rollout: a canary no worse than its "
+        "baseline is rolled back at most this often (shared by the error, latency and "
+        "quality tests of every step).",
+    )
+
+
+class FeedbackSettings(Section):
+    """How labels are scored against predictions (see `app.core.feedback`)."""
+
+    binary_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="A prediction in [0, 1] with a 0/1 label is the probability of class 1: "
+        "class 1 at or above this.",
+    )
+    regression_metric: RegressionMetric = Field(
+        default=RegressionMetric.NEG_ABS_ERROR,
+        description="The outcome of a regression value: minus its absolute or squared error.",
     )
 
 
@@ -142,6 +181,22 @@ class ServingSettings(Section):
     integration_max_error_rate: float = Field(
         default=0.01, ge=0, le=1, description="Error rate above which the integration check fails."
     )
+    integration_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="The integration check counts the requests of this recent window only "
+        "(an old canary's errors do not block a later promotion).",
+    )
+    lifecycle_tick_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the controller archives superseded production versions that "
+        "have drained.",
+    )
     ab_test: AbTestSettings = Field(default_factory=AbTestSettings, description="A/B test.")
+    canary: CanarySettings = Field(default_factory=CanarySettings, description="Canary tests.")
+    feedback: FeedbackSettings = Field(
+        default_factory=FeedbackSettings, description="Scoring labels against predictions."
+    )
     triton: TritonSettings = Field(default_factory=TritonSettings, description="Triton backend.")
     llm: LlmSettings = Field(default_factory=LlmSettings, description="vLLM backend.")

@@ -95,8 +95,8 @@ def test_mlflow_ui_and_client_see_the_same_experiment_and_run(
 
 @pytest.fixture(scope="module")
 def registered(service: Service, first_start: dict[str, str]) -> dict[str, Any]:
-    """Before the restart: two models logged through /mlflow and registered; the first
-    promoted to staging (its validation runs as a Ray task in the service's cluster) and
+    """Before the restart: two models logged through /mlflow and registered, promoted to
+    staging (their validation runs as a Ray task in the service's cluster), the first
     approved; both deployed as a 50/50 A/B test, with the variant each key got."""
     os.environ["MLFLOW_TRACKING_TOKEN"] = first_start["token"]
     try:
@@ -118,10 +118,11 @@ def registered(service: Service, first_start: dict[str, str]) -> dict[str, Any]:
             version = http.post(f"{BASE}/models", json={"name": "churn", "run_id": logged.run_id})
             assert version.status_code == 201, version.text
             numbers.append(version.json()["version"])
-        promoted = http.post(
-            f"{BASE}/models/churn/promote", json={"version": numbers[0], "to": "staging"}
-        )
-        assert promoted.status_code == 200, promoted.text
+        for number in numbers:  # live traffic is for validated (staging) versions only
+            promoted = http.post(
+                f"{BASE}/models/churn/promote", json={"version": number, "to": "staging"}
+            )
+            assert promoted.status_code == 200, promoted.text
         approval = http.post(f"{BASE}/models/churn/approvals", json={"version": numbers[0]})
         assert approval.status_code == 201, approval.text
         deployed = http.post(
@@ -206,8 +207,8 @@ def test_a_restart_keeps_the_registry(
         model["stages"]
         == before["stages"]
         == {
-            "development": [registered["versions"][1]],
-            "staging": [registered["version"]],
+            "development": [],
+            "staging": [registered["versions"][1], registered["version"]],  # newest first
             "production": [],
             "archived": [],
         }
@@ -217,7 +218,7 @@ def test_a_restart_keeps_the_registry(
     assert audit["verification"]["valid"]
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", second_start.by_role[Role.VIEWER])
     aliases = mlflow.MlflowClient(f"{service.url}/mlflow").get_registered_model("churn").aliases
-    assert {k: int(v) for k, v in aliases.items()} == {"staging": registered["version"]}
+    assert {k: int(v) for k, v in aliases.items()} == {"staging": registered["versions"][1]}
 
 
 def test_writes_need_engineer_and_reads_need_viewer(

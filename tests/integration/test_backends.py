@@ -55,10 +55,16 @@ class Client:
     def get(self, path: str) -> httpx.Response:
         return self.http.get(BASE + path, headers=self.tokens.header(Role.VIEWER))
 
-    def register(self, model: str, run_id: str) -> int:
+    def register(self, model: str, run_id: str, staged: bool = True) -> int:
+        """Register; then (`staged`) promote to staging: only staging and production
+        versions take live traffic (development ones may only shadow)."""
         response = self.post("/models", {"name": model, "run_id": run_id})
         assert response.status_code == 201, response.text
-        return int(response.json()["version"])
+        version = int(response.json()["version"])
+        if staged:
+            promoted = self.post(f"/models/{model}/promote", {"version": version, "to": "staging"})
+            assert promoted.status_code == 200, promoted.text
+        return version
 
     def deploy(self, model: str, **body: Any) -> dict[str, Any]:
         response = self.post(f"/models/{model}/deploy", body)
@@ -337,7 +343,7 @@ def test_llm_versions_answer_openai_clients_through_the_service(
 
     # An LLM version goes through the lifecycle like any other: validation loads it and
     # generates from its input example (transformers), and it is A/B tested on vLLM.
-    v2 = client.register("assistant", llm_runs[1])
+    v2 = client.register("assistant", llm_runs[1], staged=False)
     promoted = client.post("/models/assistant/promote", {"version": v2, "to": "staging"})
     assert promoted.status_code == 200, promoted.text
     ab = client.http.post(

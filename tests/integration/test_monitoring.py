@@ -136,6 +136,7 @@ def service(
         job = service.call("POST", "/training/submit", json=spec())
         done = service.wait_job(job["job_id"])
         assert done["state"] == "succeeded", done
+        service.call("POST", f"/models/{MODEL}/promote", json={"version": 1, "to": "staging"})
         service.call("POST", f"/models/{MODEL}/deploy", json={"strategy": "replace", "version": 1})
         yield service
 

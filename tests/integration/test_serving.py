@@ -45,10 +45,16 @@ class Service:
     def get(self, path: str, **params: Any) -> httpx.Response:
         return self.http.get(BASE + path, params=params, headers=self.headers(Role.VIEWER))
 
-    def register(self, model: str, run_id: str) -> int:
+    def register(self, model: str, run_id: str, staged: bool = True) -> int:
+        """Register; then (`staged`) promote to staging: only staging and production
+        versions take live traffic (development ones may only shadow)."""
         response = self.post("/models", {"name": model, "run_id": run_id})
         assert response.status_code == 201, response.text
-        return int(response.json()["version"])
+        version = int(response.json()["version"])
+        if staged:
+            promoted = self.post(f"/models/{model}/promote", {"version": version, "to": "staging"})
+            assert promoted.status_code == 200, promoted.text
+        return version
 
     def deploy(self, model: str, **body: Any) -> dict[str, Any]:
         response = self.post(f"/models/{model}/deploy", body)
@@ -88,6 +94,7 @@ def service(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "ML_SERVING__CANARY_TICK_S": "0.2",
         "ML_SERVING__STATS_FLUSH_S": "0.2",
         "ML_SERVING__DRAIN_WINDOW_S": "1",
+        "ML_SERVING__LIFECYCLE_TICK_S": "0.3",
         "ML_SERVING__MAX_BATCH_SIZE": "8",  # the batched path (default off, see README)
     }
     data = tmp_path_factory.mktemp("serving") / "data"
@@ -235,12 +242,6 @@ def test_feedback_decides_the_ab_test_and_the_production_gate(service: Service) 
     for version in (v1, v2):
         assert (
             service.post(
-                "/models/upsell/promote", {"version": version, "to": "staging"}
-            ).status_code
-            == 200
-        )
-        assert (
-            service.post(
                 "/models/upsell/approvals", {"version": version}, Role.APPROVER
             ).status_code
             == 201
@@ -249,21 +250,11 @@ def test_feedback_decides_the_ab_test_and_the_production_gate(service: Service) 
     for i in range(25):
         service.predict("upsell", ROWS[:1], f"warm-{i}")
     time.sleep(0.5)
-    policy = {"waived_gates": ["ab_test"]}  # the first production version has no baseline
-    assert (
-        service.http.put(
-            f"{BASE}/models/upsell/policy", json=policy, headers=service.headers(Role.APPROVER)
-        ).status_code
-        == 200
-    )
+    # the first production version needs no waiver: its A/B gate is not applicable
     first = service.post("/models/upsell/promote", {"version": v1, "to": "production"})
     assert first.status_code == 200, first.text
-    assert (
-        service.http.delete(
-            f"{BASE}/models/upsell/policy", headers=service.headers(Role.APPROVER)
-        ).status_code
-        == 200
-    )
+    ab_gate = {c["gate"]: c for c in first.json()["checks"]}["ab_test"]
+    assert ab_gate["passed"] and not ab_gate["waived"] and "not applicable" in ab_gate["reason"]
 
     service.deploy(
         "upsell",
@@ -293,12 +284,24 @@ def test_feedback_decides_the_ab_test_and_the_production_gate(service: Service) 
     assert checks["integration_checks"]["passed"] and checks["manual_approval"]["passed"]
     assert [c["version"] for c in promoted.json()["changes"]] == [v2]  # v1 still serves
 
-    service.deploy("upsell", strategy="replace", version=v2)
-    time.sleep(1.5)  # the drain window
-    archived = service.post("/models/upsell/promote", {"version": v1, "to": "archived"})
-    assert archived.status_code == 200, archived.text
-    drained = {c["gate"]: c for c in archived.json()["checks"]}["traffic_drained"]
-    assert drained["passed"] and drained["inputs"]["weight"] == 0
+    # v2 took the traffic; v1 drains, and the lifecycle controller archives it
+    weights = {
+        v["name"]: v["weight"] for v in service.get("/models/upsell/deployment").json()["variants"]
+    }
+    assert weights[f"v{v2}"] == 100 and weights[f"v{v1}"] == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stages = {
+            v["version"]: v["stage"] for v in service.get("/models/upsell").json()["versions"]
+        }
+        if stages[v1] == "archived":
+            break
+        time.sleep(0.3)
+    assert stages == {v1: "archived", v2: "production"}
+    events = service.get("/models/upsell/audit").json()["events"]
+    archival = [e for e in events if e["type"] == "stage_changed" and e["version"] == v1][-1]
+    drained = {c["gate"]: c for c in archival["payload"]["checks"]}["traffic_drained"]
+    assert archival["actor"] == "lifecycle-controller" and drained["passed"]
 
 
 def test_errors_are_clear(service: Service) -> None:
@@ -322,6 +325,11 @@ def test_errors_are_clear(service: Service) -> None:
     service.deploy("broken", strategy="replace", version=v1)
     ragged = service.post("/predict", {"model": "broken", "inputs": [[1, 2], [1]]}, Role.VIEWER)
     assert ragged.status_code == 422 and ragged.json()["errors"][0]["field"] == "inputs"
+    # a row of the wrong width is the client's mistake: 422 naming it, before the model runs
     wrong_width = service.post("/predict", {"model": "broken", "inputs": [[1.0, 2.0]]}, Role.VIEWER)
-    assert wrong_width.status_code == 502 and wrong_width.json()["code"] == "prediction_failed"
+    assert wrong_width.status_code == 422 and wrong_width.json()["code"] == "validation_failed"
+    assert wrong_width.json()["errors"][0]["field"] == "inputs[0]"
     assert "Traceback" not in wrong_width.text
+    time.sleep(0.5)  # a flush of the stats
+    variant = service.get("/models/broken/deployment").json()["variants"][0]
+    assert variant["errors"] == 0  # and it is not the version's error

@@ -393,6 +393,12 @@ def test_train_on_a_feature_service_deploy_and_predict_by_entity_key(service: Se
         "customer_stats:tenure_months"
     )
 
+    staged = service.http.post(  # live traffic is for validated versions only
+        f"{BASE}/models/churn-features/promote",
+        json={"version": version, "to": "staging"},
+        headers=engineer,
+    )
+    assert staged.status_code == 200, staged.text
     deployed = service.http.post(
         f"{BASE}/models/churn-features/deploy",
         json={"strategy": "replace", "version": version},

@@ -319,6 +319,9 @@ class RecordingRecorder:
         self.events.append(("finished", model, variant, ok))
         self.latencies.append(latency_ms)
 
+    def rejected(self, model: str, variant: str) -> None:
+        self.events.append(("rejected", model, variant))
+
     def predicted(self, ref: PredictionRef) -> None:
         self.refs.append(ref)
 
@@ -403,13 +406,13 @@ def test_a_completion_is_recorded_with_its_choices_texts() -> None:
     assert recorder.refs[0].predictions == ("one", "two")
 
 
-def test_an_engine_rejecting_the_body_is_invalid_input_and_not_ok() -> None:
+def test_an_engine_rejecting_the_body_is_invalid_input_and_not_the_versions_error() -> None:
     rejection = {"error": {"message": "messages: field required", "code": 400}}
     recorder = RecordingRecorder()
     with pytest.raises(InvalidInput) as refused:
         call(gateway(FakeEngines([rejection]), recorder), CHAT)
     assert refused.value.field_errors[0].field == "body"
-    assert recorder.events[-1] == ("finished", "tiny", "v1-vllm", False)
+    assert recorder.events[-1] == ("rejected", "tiny", "v1-vllm")  # not counted as an error
     assert recorder.refs == []
 
 

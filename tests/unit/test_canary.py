@@ -1,13 +1,20 @@
+import random
+
 from app.core.canary import Action, CanaryPlan, judge_step
 from app.core.serving_stats import VariantStats, one_request
 
 
 def window(
-    requests: int, errors: int = 0, latency_ms: float = 5.0, outcomes: list[float] | None = None
+    requests: int,
+    errors: int = 0,
+    latency_ms: float = 5.0,
+    outcomes: list[float] | None = None,
+    jitter: random.Random | None = None,
 ) -> VariantStats:
     stats = VariantStats()
     for i in range(requests):
-        stats = stats.merge(one_request(latency_ms, ok=i >= errors, at=float(i)))
+        latency = latency_ms * (jitter.lognormvariate(0, 0.5) if jitter else 1.0)
+        stats = stats.merge(one_request(latency, ok=i >= errors, at=float(i)))
     for value in outcomes or []:
         stats = stats.with_outcome(value)
     return stats
@@ -28,17 +35,50 @@ def test_hold_for_traffic() -> None:
     assert judgement.action is Action.HOLD and "waiting for traffic" in judgement.reason
 
 
-def test_errors_roll_back_at_once() -> None:
-    judgement = judge_step(PLAN, window(200, errors=1), window(40, errors=8), 1)
+def test_errors_roll_back_once_significant() -> None:
+    judgement = judge_step(PLAN, window(2000, errors=20), window(300, errors=60), 1)
     assert judgement.action is Action.ROLLBACK and "error rate" in judgement.reason
-    few = judge_step(PLAN, window(200), window(10, errors=2), 1)  # under min_errors
+    test = judgement.evidence["tests"]["errors"]
+    assert test["decision"] == "breach" and test["interval"][0] > PLAN.max_error_rate_increase
+    few = judge_step(PLAN, window(200), window(10, errors=2), 1)  # under the minimum sample
     assert few.action is Action.HOLD
+    early = judge_step(PLAN, window(200, errors=1), window(40, errors=3), 1)  # not yet clear
+    assert early.action is Action.HOLD and early.evidence["tests"]["errors"]["decision"] == "ok"
 
 
-def test_latency_and_quality_breaches() -> None:
-    slow = judge_step(PLAN, window(100, latency_ms=5), window(100, latency_ms=50), 1)
-    assert slow.action is Action.ROLLBACK and "latency" in slow.reason
-    worse = judge_step(PLAN, window(100, outcomes=[1.0] * 40), window(100, outcomes=[0.0] * 40), 40)
+def test_latency_is_judged_on_distributions_not_on_a_p95_of_a_few_requests() -> None:
+    rng = random.Random(7)
+    # the case: a canary no slower than its baseline, 25 requests in: no rollback
+    same = judge_step(PLAN, window(500, jitter=rng), window(25, jitter=rng), 1)
+    assert same.action is Action.HOLD
+    slow = judge_step(PLAN, window(500, jitter=rng), window(100, latency_ms=50, jitter=rng), 1)
+    assert slow.action is Action.ROLLBACK and "slower" in slow.reason
+    assert slow.evidence["tests"]["latency"]["threshold_ms"] > 0
+
+
+def test_quality_drop_rolls_back_only_beyond_the_allowed_drop() -> None:
+    good, bad = [1.0] * 200, [0.0] * 200
+    worse = judge_step(PLAN, window(300, outcomes=good), window(300, outcomes=bad), 40)
     assert worse.action is Action.ROLLBACK and "quality" in worse.reason
     same = judge_step(PLAN, window(100, outcomes=[1.0] * 40), window(100, outcomes=[1.0] * 40), 40)
     assert same.action is Action.ADVANCE
+
+
+def test_an_aa_canary_is_rarely_rolled_back() -> None:
+    rng = random.Random(11)
+    rollbacks = 0
+    for _ in range(200):  # identical versions: 3% errors, same latency, same quality
+        base = window(
+            1000,
+            errors=sum(rng.random() < 0.03 for _ in range(1000)),
+            jitter=rng,
+            outcomes=[float(rng.random() < 0.8) for _ in range(200)],
+        )
+        canary = window(
+            200,
+            errors=sum(rng.random() < 0.03 for _ in range(200)),
+            jitter=rng,
+            outcomes=[float(rng.random() < 0.8) for _ in range(60)],
+        )
+        rollbacks += judge_step(PLAN, base, canary, 31).action is Action.ROLLBACK
+    assert rollbacks <= 2  # alpha 1% per rollout (this is one look per run)

@@ -81,7 +81,7 @@ def test_relative_to_production_by_default_and_by_rule() -> None:
 
 def test_production_without_serving_evidence_is_blocked_unless_waived() -> None:
     approval = Approval(3, "d3", "alice", NOW)
-    facts = PromotionFacts(3, "d3", {}, approvals=(approval,))
+    facts = PromotionFacts(3, "d3", {}, production=ProductionFacts(1, {}), approvals=(approval,))
     checks = by_gate(evaluate(ModelStage.PRODUCTION, facts, PromotionPolicy()))
     assert checks[Gate.APPROVAL].passed
     assert not checks[Gate.INTEGRATION].ok and "no evidence" in checks[Gate.INTEGRATION].reason
@@ -99,12 +99,72 @@ def test_serving_evidence_when_present() -> None:
         3,
         "d",
         {},
+        production=ProductionFacts(1, {}),
         integration=Evidence(True, {"requests": 10}),
-        ab_test=Evidence(False, {"p_value": 0.4}),
+        ab_test=Evidence(False, {"p_value": 0.4, "reason": "no significant difference yet"}),
     )
     checks = by_gate(evaluate(ModelStage.PRODUCTION, facts, PromotionPolicy()))
     assert checks[Gate.INTEGRATION].passed and checks[Gate.INTEGRATION].inputs == {"requests": 10}
     assert not checks[Gate.AB_TEST].passed
+    assert checks[Gate.AB_TEST].reason == "no significant difference yet"  # not just "failed"
+
+
+def test_a_first_version_needs_no_ab_test_and_says_why() -> None:
+    facts = PromotionFacts(1, "d", {}, production=None, approvals=(Approval(1, "d", "a", NOW),))
+    check = by_gate(evaluate(ModelStage.PRODUCTION, facts, PromotionPolicy()))[Gate.AB_TEST]
+    assert check.passed and not check.waived
+    assert check.inputs == {"applicable": False}
+    assert check.reason.startswith("not applicable")
+
+
+def test_the_baseline_compares_evaluation_metrics_not_bookkeeping() -> None:
+    # the README's train-then-tune flow: the tuned version is better where it counts
+    production = ProductionFacts(
+        1,
+        {
+            "val_loss": 0.40,
+            "val_accuracy": 0.80,
+            "epoch": 5,
+            "train_loss": 0.30,
+            "baseline_accuracy": 0.74,
+            "epoch_seconds": 1.0,
+        },
+    )
+    tuned = PromotionFacts(
+        2,
+        "d",
+        {
+            "val_loss": 0.35,
+            "val_accuracy": 0.82,
+            "epoch": 3,
+            "train_loss": 0.45,
+            "baseline_accuracy": 0.70,
+            "epoch_seconds": 3.0,
+        },
+        production=production,
+        validation=GOOD,
+    )
+    check = by_gate(evaluate(ModelStage.STAGING, tuned, PromotionPolicy()))[Gate.METRICS]
+    assert check.passed, check.reason
+    assert check.inputs["evaluation_metrics"] == {
+        "val_accuracy": "maximize",
+        "val_loss": "minimize",
+    }
+    declared = PromotionFacts(
+        2,
+        "d",
+        {"val_loss": 0.50, "val_accuracy": 0.82},
+        production=production,
+        validation=GOOD,
+        evaluation={"val_accuracy": "maximize"},  # the run says only this one counts
+    )
+    assert by_gate(evaluate(ModelStage.STAGING, declared, PromotionPolicy()))[Gate.METRICS].passed
+    worse = PromotionFacts(
+        2, "d", {"val_loss": 0.5, "val_accuracy": 0.82}, production=production, validation=GOOD
+    )
+    refused = by_gate(evaluate(ModelStage.STAGING, worse, PromotionPolicy()))[Gate.METRICS]
+    assert not refused.passed
+    assert "val_loss 0.5 is worse than production v1 (0.4)" in refused.reason
 
 
 def test_approvals_are_bound_to_the_digest() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import Context, CurrentPrincipal, PageParams, PromotionsDep, Registry
+from app.api.deps import Context, CurrentPrincipal, PageParams, PromotionsDep, Registry, Signatures
 from app.api.idempotency import answer_creation
 from app.api.problems import problem_responses
 from app.api.schemas.common import Page
@@ -27,6 +28,7 @@ from app.api.schemas.models import (
     PromotionPublic,
 )
 from app.api.schemas.policy import PromotionPolicyBody
+from app.api.schemas.signature import SignaturePublic
 from app.api.security import GuardedRoute, requires
 from app.core.access import Role
 from app.core.audit import stages_as_of, verify
@@ -161,6 +163,34 @@ async def get_version(
         )
     events = await registry.audit(model_id)
     return ModelVersionHistory.with_history(found, events, context.mlflow_prefix)
+
+
+@router.get(
+    "/{model_id}/versions/{version}/signature",
+    response_model=SignaturePublic,
+    responses=problem_responses(404, 422, 503),
+)
+async def get_signature(
+    model_id: ModelId, version: VersionNumber, registry: Registry, signatures: Signatures
+) -> SignaturePublic:
+    """The version's input signature and example: what `/predict` accepts."""
+    view = await registry.get_model(model_id)
+    if all(v.version != version for v in view.versions):
+        raise NotFound(
+            ErrorCode.MODEL_VERSION_NOT_FOUND,
+            f"Model {model_id!r} has no version {version}.",
+            model=model_id,
+            version=version,
+        )
+    found = await asyncio.to_thread(signatures.signature, model_id, version)
+    if found is None:
+        raise NotFound(
+            ErrorCode.MODEL_VERSION_NOT_FOUND,
+            f"Version {version} of {model_id!r} was logged without a signature.",
+            model=model_id,
+            version=version,
+        )
+    return SignaturePublic.of(model_id, version, found)
 
 
 @router.post(

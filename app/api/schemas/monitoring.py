@@ -156,7 +156,15 @@ class DriftOut(BaseModel):
 
     version: int
     window: WindowOut
-    reference: bool = Field(description="False: the version has no training reference.")
+    reference: bool = Field(
+        description="False: no reference yet (none from training or the run's dataset, and "
+        "fewer live rows logged than monitoring.reference_rows)."
+    )
+    reference_source: str | None = Field(
+        default=None,
+        description="training, dataset (the run's logged dataset) or live_window (the "
+        "version's first live traffic; later windows are compared with it).",
+    )
     drifted: list[str] = Field(default_factory=list)
     features: list[FeatureDriftOut] = Field(default_factory=list)
 
@@ -166,6 +174,7 @@ class DriftOut(BaseModel):
             version=version,
             window=WindowOut.of(body["window"]),
             reference=body["reference"],
+            reference_source=body.get("reference_source"),
             drifted=body.get("drifted", []),
             features=[FeatureDriftOut(**f) for f in body.get("features", [])],
         )

@@ -176,6 +176,14 @@ class VerdictOut(BaseModel):
     candidate_mean: float | None
     baseline_outcomes: int
     candidate_outcomes: int
+    planned_n: int | None = Field(
+        default=None,
+        description="Outcomes per arm planned for the configured power to find the configured "
+        "minimum effect (serving.ab_test.minimum_effect, .power).",
+    )
+    power: float | None = Field(
+        default=None, description="The power for the minimum effect at the outcomes so far."
+    )
     reason: str
 
     @classmethod
@@ -196,6 +204,8 @@ class VerdictOut(BaseModel):
             candidate_mean=v.candidate_mean,
             baseline_outcomes=v.baseline_outcomes,
             candidate_outcomes=v.candidate_outcomes,
+            planned_n=v.planned_n,
+            power=v.power,
             reason=v.reason,
         )
 

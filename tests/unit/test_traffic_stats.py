@@ -1,0 +1,70 @@
+"""The traffic actor's statistics: the integration check counts a recent window only, and
+feedback that cannot be compared with its prediction is refused before anything is kept.
+(A real SQLite store; no Ray: the class runs on the actor's event loop.)"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from actors.traffic_stats import TrafficStats
+from app.adapters.traffic_store import SqlTrafficStore
+from app.core.deployment import ServingBatch
+from app.core.feedback import Feedback, PredictionRef
+from app.core.routing import Role, RoutingTable, Strategy, Variant
+from app.core.serving_stats import VariantStats, one_request
+from app.errors import InvalidInput
+from app.settings import ServingSettings
+
+TABLE = RoutingTable("m", 1, "salt", Strategy.REPLACE, (Variant("v1", 1, 100.0, Role.PRIMARY),))
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stats(tmp_path: Path, clock: Clock) -> TrafficStats:
+    store = SqlTrafficStore(f"sqlite:///{tmp_path / 'state.db'}")
+    config = ServingSettings(integration_window_s=60, integration_min_requests=20)
+    return TrafficStats(config, store, store.load(), clock)
+
+
+def traffic(requests: int, errors: int) -> ServingBatch:
+    total = VariantStats()
+    for i in range(requests):
+        total = total.merge(one_request(5.0, ok=i >= errors, at=0.0))
+    return ServingBatch("replica", stats={"m": {"v1": total}})
+
+
+def test_the_integration_check_counts_only_the_recent_window(tmp_path: Path) -> None:
+    clock = Clock()
+    live = stats(tmp_path, clock)
+    asyncio.run(live.record(traffic(200, 40)))  # an old canary's errors
+    live.snapshot()
+    failing = live.integration(TABLE, 1)
+    assert failing is not None and not failing.passed
+    assert "error rate 20.0% (40 of 200 requests in the last 60 s)" in failing.details["reason"]
+    clock.now += 120  # the errors age out of the window
+    live.snapshot()
+    asyncio.run(live.record(traffic(50, 0)))
+    passing = live.integration(TABLE, 1)
+    assert passing is not None and passing.passed, passing
+    assert passing.details["requests"] == 50 and passing.details["errors"] == 0
+
+
+def test_incomparable_labels_are_refused_and_nothing_is_kept(tmp_path: Path) -> None:
+    live = stats(tmp_path, Clock())
+    ref = PredictionRef("r1", "m", "v1", 1, 0.0, ({"0": 0.8, "1": 0.2},))
+    batch = ServingBatch("replica", refs=(ref,))
+    asyncio.run(live.record(batch))
+    with pytest.raises(InvalidInput) as refused:
+        asyncio.run(live.feedback([Feedback("r0"), Feedback("r1", label={"class": 1})]))
+    assert [e.field for e in refused.value.field_errors] == ["items[1].label"]
+    assert live.of("m").get("v1", VariantStats()).outcomes.n == 0
+    assert asyncio.run(live.feedback([Feedback("r1", label=0)])) == ["recorded"]
+    assert live.of("m")["v1"].outcomes.mean == 1.0  # the arg-max class: right
