@@ -43,6 +43,40 @@ same query. **Retries.** Creation endpoints accept an `Idempotency-Key` header.
 """
 
 
+_TAGS: list[dict[str, Any]] = [
+    {"name": "experiments", "description": "Experiments in the MLflow tracking store."},
+    {"name": "runs", "description": "Runs: log, search, compare."},
+    {
+        "name": "models",
+        "description": "The registry: versions, semantic versions, lineage, gated "
+        "lifecycle (development -> staging -> production -> archived), approvals and "
+        "a hash-chained audit log.",
+    },
+    {
+        "name": "serving",
+        "description": "Deploy versions (replace, canary, A/B, shadow), predict with "
+        "sticky assignment, feedback for A/B verdicts and canary quality.",
+    },
+    {
+        "name": "training",
+        "description": "Ray jobs: distributed training (Ray Train), tuning (Ray Tune), "
+        "batch prediction (Ray Data); their state, progress, logs and MLflow runs.",
+    },
+    {
+        "name": "features",
+        "description": "The Feast feature store: catalog with freshness, online "
+        "features, materialization.",
+    },
+    {
+        "name": "monitoring",
+        "description": "Prediction log, drift per feature and version against the "
+        "training reference, alerts (webhooks signed with HMAC-SHA256), retraining "
+        "triggers, the per-model live view and a drift report.",
+    },
+    {"name": "health", "description": "Liveness and readiness."},
+]
+
+
 def create_api(
     services: Services,
     *,
@@ -76,38 +110,7 @@ def create_api(
         title="ML Service",
         version=API_VERSION,
         description=_DESCRIPTION,
-        openapi_tags=[
-            {"name": "experiments", "description": "Experiments in the MLflow tracking store."},
-            {"name": "runs", "description": "Runs: log, search, compare."},
-            {
-                "name": "models",
-                "description": "The registry: versions, semantic versions, lineage, gated "
-                "lifecycle (development -> staging -> production -> archived), approvals and "
-                "a hash-chained audit log.",
-            },
-            {
-                "name": "serving",
-                "description": "Deploy versions (replace, canary, A/B, shadow), predict with "
-                "sticky assignment, feedback for A/B verdicts and canary quality.",
-            },
-            {
-                "name": "training",
-                "description": "Ray jobs: distributed training (Ray Train), tuning (Ray Tune), "
-                "batch prediction (Ray Data); their state, progress, logs and MLflow runs.",
-            },
-            {
-                "name": "features",
-                "description": "The Feast feature store: catalog with freshness, online "
-                "features, materialization.",
-            },
-            {
-                "name": "monitoring",
-                "description": "Prediction log, drift per feature and version against the "
-                "training reference, alerts (webhooks signed with HMAC-SHA256), retraining "
-                "triggers, the per-model live view and a drift report.",
-            },
-            {"name": "health", "description": "Liveness and readiness."},
-        ],
+        openapi_tags=_TAGS,
     )
     app.state.services = services
     app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in tokens)

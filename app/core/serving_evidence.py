@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.core.abtest import AbTestConfig, Arm, Verdict, VerdictStatus, judge
 from app.core.gates import Evidence
@@ -92,7 +92,7 @@ def verdicts(
         for v in arms
     )
     by_name = {a.name: a for a in all_arms}
-    split = AbTestConfig(config.alpha / len(candidates), config.tau, config.min_outcomes)
+    split = replace(config, alpha=config.alpha / len(candidates))  # Bonferroni
     return [
         judge(
             by_name[baseline.name],

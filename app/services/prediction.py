@@ -106,7 +106,12 @@ class Predictor:
             if len(entities) > self._max_rows:
                 raise InvalidInput.for_field("entities", f"at most {self._max_rows} rows")
             inputs = await self._feature_inputs(model, variant.version, entities)
-        block = await self._conform(model, variant.version, check_block(inputs, self._max_rows))
+        try:
+            block = await self._conform(model, variant.version, check_block(inputs, self._max_rows))
+        except InvalidInput:  # counted as the client's (rejected), never as the version's
+            self._recorder.started(model, variant.name)
+            self._recorder.rejected(model, variant.name)
+            raise
         predictions = await self._call(model, variant, block)
         if self._log is not None:
             self._log.record(model, variant.version, variant.name, request_id, block, predictions)
