@@ -207,6 +207,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     from app.adapters.vllm_backend import VllmBackend
     from app.services.backends import Backends
     from app.services.deployments import Deployments
+    from app.services.diagnostics import Assistant, Diagnostics
     from app.services.features import FeatureInputs
     from app.services.lifecycle import Promotions
     from app.services.llm import LlmGateway
@@ -248,6 +249,22 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         PingProbe("traffic", traffic.ping),
         *([PingProbe("monitor", monitoring.ping)] if monitoring is not None else []),
     )
+    gateway = LlmGateway(tables, llm, observed)
+    config = settings.diagnostics
+    assistant = (
+        Assistant(gateway, config.assistant_model, config.max_tokens)
+        if config.assistant_model
+        else None
+    )
+    diagnostics = Diagnostics(
+        registry,
+        traffic,
+        _monitor_client(peers),
+        feature_use_case,
+        assistant,
+        settings.api.base_path,
+        config.default_window_s,
+    )
     return Services(
         tracker=tracker,
         probes=probes,
@@ -259,9 +276,17 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         jobs=training_jobs(settings, registry, feature_use_case),
         features=feature_use_case,
         monitoring=monitoring,
-        llm=LlmGateway(tables, llm, observed),
+        llm=gateway,
+        diagnostics=diagnostics,
         background=(tables, recorder, *monitor_background),
     )
+
+
+def _monitor_client(peers: Peers) -> Any:
+    """The monitor actor's client (None: monitoring off)."""
+    from app.adapters.monitor_client import MonitorClient
+
+    return MonitorClient(peers.monitor) if peers.monitor is not None else None
 
 
 def _monitoring(settings: Settings, peers: Peers, traffic: Any, storage: Any) -> tuple[Any, ...]:

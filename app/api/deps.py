@@ -19,6 +19,7 @@ from app.ports.health import HealthProbe
 from app.ports.registry import ModelRegistry, ModelSignatures
 from app.ports.tracking import ExperimentTracker
 from app.services.deployments import Deployments
+from app.services.diagnostics import Diagnostics
 from app.services.features import Features
 from app.services.lifecycle import Promotions
 from app.services.llm import LlmGateway
@@ -77,6 +78,9 @@ FeatureStoreDep = Annotated[
     Features, Depends(_service("features", "The feature store is not running."))
 ]
 MonitoringDep = Annotated[Monitoring, Depends(_service("monitoring", "Monitoring is not running."))]
+DiagnosticsDep = Annotated[
+    Diagnostics, Depends(_service("diagnostics", "Diagnostics is not running."))
+]
 LlmDep = Annotated[LlmGateway, Depends(_service("llm", "The LLM backend is not running."))]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_service("probes"))]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from app.api.deps import ApiContext
 from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from app.api.request_context import RequestContextMiddleware
-from app.api.routers import experiments, health, models, runs, serving, training
+from app.api.routers import diagnostics, experiments, health, models, runs, serving, training
 from app.api.routers import features as feature_routes
 from app.api.routers import llm as llm_routes
 from app.api.routers import monitoring as monitoring_routes
@@ -73,6 +73,11 @@ _TAGS: list[dict[str, Any]] = [
         "training reference, alerts (webhooks signed with HMAC-SHA256), retraining "
         "triggers, the per-model live view and a drift report.",
     },
+    {
+        "name": "diagnostics",
+        "description": "What is wrong with a model and since when: findings from the "
+        "service's own evidence, explained by an LLM the service serves.",
+    },
     {"name": "health", "description": "Liveness and readiness."},
 ]
 
@@ -131,6 +136,7 @@ def create_api(
         training,
         feature_routes,
         monitoring_routes,
+        diagnostics,
     )
     for module in (*routers, health):
         app.include_router(module.router, prefix=api.base_path)

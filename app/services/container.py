@@ -11,6 +11,7 @@ from app.ports.health import HealthProbe
 from app.ports.registry import ModelRegistry, ModelSignatures
 from app.ports.tracking import ExperimentTracker
 from app.services.deployments import Deployments
+from app.services.diagnostics import Diagnostics
 from app.services.features import Features
 from app.services.lifecycle import Promotions
 from app.services.llm import LlmGateway
@@ -35,6 +36,7 @@ class Services:
         features: the feature store.
         monitoring: drift, alerts and the per-model live view.
         llm: the OpenAI-compatible LLM routes.
+        diagnostics: findings about a model and the assistant's explanation.
         background: started and stopped with the app (routing-table follower, stats and
             prediction-log flushers, sample-rate poller).
     """
@@ -50,4 +52,5 @@ class Services:
     features: Features | None = None
     monitoring: Monitoring | None = None
     llm: LlmGateway | None = None
+    diagnostics: Diagnostics | None = None
     background: tuple[Background, ...] = ()

@@ -6,6 +6,7 @@
 """
 
 from app.settings.lifecycle import (
+    DiagnosticsSettings,
     MetricRuleSettings,
     MonitoringSettings,
     PolicySettings,
@@ -45,6 +46,7 @@ __all__ = [
     "ApiSettings",
     "AuthSettings",
     "CanarySettings",
+    "DiagnosticsSettings",
     "FeatureSettings",
     "FeedbackSettings",
     "LlmSettings",

@@ -136,3 +136,17 @@ class MonitoringSettings(Section):
     policy_poll_s: float = Field(
         default=5.0, gt=0, description="How often replicas refresh the models' sample rates."
     )
+
+
+class DiagnosticsSettings(Section):
+    """`POST /models/{id}/diagnose`: findings, and an assistant LLM's explanation."""
+
+    assistant_model: str | None = Field(
+        default=None,
+        description="The registered model (deployed with the vllm backend) that explains "
+        "findings; null: findings only.",
+    )
+    max_tokens: int = Field(default=256, ge=16, le=4096, description="The longest explanation.")
+    default_window_s: float = Field(
+        default=86_400.0, gt=0, description="The window a diagnosis looks at by default."
+    )

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from app.settings.lifecycle import MonitoringSettings, RegistrySettings
+from app.settings.lifecycle import DiagnosticsSettings, MonitoringSettings, RegistrySettings
 from app.settings.platform import (
     ApiSettings,
     AuthSettings,
@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
     monitoring: MonitoringSettings = Field(
         default_factory=MonitoringSettings, description="Prediction log, drift and alerts."
+    )
+    diagnostics: DiagnosticsSettings = Field(
+        default_factory=DiagnosticsSettings, description="Model diagnostics and its assistant."
     )
 
     @classmethod

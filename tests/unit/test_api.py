@@ -85,8 +85,9 @@ def test_every_route_is_guarded_except_health(client: TestClient) -> None:
 def test_reads_need_viewer_and_writes_more(client: TestClient) -> None:
     routes = guarded_routes(client)
     assert any(method == "POST" for method, _, _ in routes)
-    # inference and online feature reads change nothing: viewers may call them
+    # inference, online feature reads and diagnoses change nothing: viewers may call them
     reads_by_post = {
+        f"{BASE}/models/abc123/diagnose",
         f"{BASE}/predict",
         f"{BASE}/features/serve",
         f"{BASE}/llm/v1/chat/completions",
