@@ -103,7 +103,21 @@ class TrafficStats:
     # -- what the replicas and clients send ---------------------------------------------
 
     async def record(self, batch: ServingBatch) -> None:
-        """Merge one ingress replica's flush: stats, in-flight counts, references, shadows."""
+        """Merge one ingress replica's flush: references, stats, in-flight counts, shadows.
+
+        The references are stored first: once a request is counted, feedback for it is
+        joined, never left pending.
+        """
+        if batch.refs:
+            await asyncio.to_thread(self._store.add_refs, batch.refs)
+            for ref in batch.refs:
+                self._remember(ref)
+            if self._pending:  # only look for early feedback when some is waiting
+                pending = await asyncio.to_thread(
+                    self._store.pending_feedback, [r.request_id for r in batch.refs]
+                )
+                for feedback in pending:
+                    await self._join(self._refs[feedback.request_id], feedback)
         now = self._clock()
         for model, increments in batch.stats.items():
             self._stats[model] = merge_all(self._stats.get(model, {}), increments)
@@ -116,16 +130,6 @@ class TrafficStats:
             for variant, (compared, agreed) in comparisons.items():
                 seen, same = mine.get(variant, (0, 0))
                 mine[variant] = (seen + compared, same + agreed)
-        if batch.refs:
-            await asyncio.to_thread(self._store.add_refs, batch.refs)
-            for ref in batch.refs:
-                self._remember(ref)
-            if self._pending:  # only look for early feedback when some is waiting
-                pending = await asyncio.to_thread(
-                    self._store.pending_feedback, [r.request_id for r in batch.refs]
-                )
-                for feedback in pending:
-                    await self._join(self._refs[feedback.request_id], feedback)
 
     async def feedback(self, items: list[Feedback]) -> list[str]:
         """Attach ground truth to earlier predictions; per item: recorded, pending (its

@@ -77,6 +77,16 @@ class Client:
             body["request_key"] = key
         return self.call("POST", "/predict", Role.VIEWER, json=body)
 
+    def wait_served(self, count: int) -> None:
+        """Until the traffic actor has counted `count` requests (with their references)."""
+        deadline = time.monotonic() + 60
+        while sum(v["requests"] for v in self.variants().values()) < count:
+            assert time.monotonic() < deadline, self.variants()
+            time.sleep(0.2)
+
+    def served(self) -> int:
+        return sum(v["requests"] for v in self.variants().values())
+
     def variants(self) -> dict[str, dict[str, Any]]:
         return {
             v["name"]: v
@@ -148,12 +158,14 @@ def test_from_a_first_model_to_its_successor_in_production(client: Client) -> No
     # integers for double features are served; a wrong number of features is the
     # client's mistake (422 naming it), not the version's error
     whole = dict.fromkeys(FEATURES, 3)
+    counted = client.served()
     assert client.predict([whole]).status_code == 200
-    time.sleep(0.6)
+    client.wait_served(counted + 1)
     errors_before = client.variants()[f"v{first}"]["errors"]
     short = client.predict([[1, 2, 3]])
     assert short.status_code == 422 and short.json()["errors"][0]["field"] == "inputs[0]"
-    time.sleep(0.6)
+    assert client.predict([whole]).status_code == 200  # counted after the refused one
+    client.wait_served(counted + 2)
     assert client.variants()[f"v{first}"]["errors"] == errors_before == 0
 
     # 2. tuning, the best trial to staging under the default policy (better on the
@@ -177,6 +189,7 @@ def test_from_a_first_model_to_its_successor_in_production(client: Client) -> No
     right: dict[str, list[bool]] = {}
     verdict: dict[str, Any] = {}
     for start in range(0, len(rows), 200):
+        counted = client.served()
         items = []
         for i in range(start, start + 200):
             answer = client.predict([rows[i]], key=f"customer-{i}")
@@ -186,7 +199,7 @@ def test_from_a_first_model_to_its_successor_in_production(client: Client) -> No
                 top_class(body["predictions"][0]) == truth[i]
             )
             items.append({"request_id": body["request_id"], "label": truth[i]})
-        time.sleep(0.5)  # the references reach the traffic actor
+        client.wait_served(counted + 200)  # the references reached the traffic actor
         client.ok("POST", "/feedback", json={"items": items})
         verdict = client.ok("GET", "/models/churn/deployment", Role.VIEWER)["verdicts"][0]
         if verdict["status"] == "winner":

@@ -77,6 +77,13 @@ class Service:
         registered = MlflowClient(self.settings.mlflow.tracking_uri).get_registered_model(model)
         return {alias: int(version) for alias, version in registered.aliases.items()}
 
+    def served(self, model: str) -> int:
+        """Requests the traffic actor has counted (with their prediction references)."""
+        return sum(v["requests"] for v in self.view(model)["variants"])
+
+    def wait_served(self, model: str, count: int) -> None:
+        self.wait(lambda: self.served(model) >= count, f"{count} requests counted")
+
     @staticmethod
     def wait(condition: Any, what: str, seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
@@ -139,7 +146,7 @@ def test_label_feedback_on_class_scores_gives_each_arms_true_accuracy(service: S
         items.append(
             {"request_id": answer["request_id"], "label": predicted if correct else 1 - predicted}
         )
-    time.sleep(0.6)  # the prediction references reach the traffic actor
+    service.wait_served("labels", 400)  # most references reached the traffic actor
     statuses = service.ok("POST", "/feedback", json={"items": items})["results"]
     assert {s["status"] for s in statuses} <= {"recorded", "pending"}
 
@@ -152,10 +159,11 @@ def test_label_feedback_on_class_scores_gives_each_arms_true_accuracy(service: S
         assert measured[name] == pytest.approx(sum(flags) / len(flags))
     assert measured[f"v{v1}"] > measured[f"v{v2}"]
 
+    counted = service.served("labels")  # every request above (the labels joined)
+    unlabelled = service.predict("labels", rows(rng, 1), key="unlabelled").json()["request_id"]
+    service.wait_served("labels", counted + 1)
     mismatched = service.call(
-        "POST",
-        "/feedback",
-        json={"items": [{"request_id": items[0]["request_id"], "label": [1, 0]}]},
+        "POST", "/feedback", json={"items": [{"request_id": unlabelled, "label": [1, 0]}]}
     )
     assert mismatched.status_code == 422, mismatched.text  # one label per row, never "wrong"
     assert mismatched.json()["errors"][0]["field"] == "items[0].label"
@@ -178,7 +186,7 @@ def test_inputs_are_checked_against_the_signature_and_mistakes_are_not_the_versi
     plain = service.predict("inputs", [[40, 2.5, 1]])
     assert plain.status_code == 200, plain.text  # a plain row, one value per column in order
 
-    def errors() -> int:
+    def errors() -> tuple[int, int]:
         variant = service.view("inputs")["variants"][0]
         return int(variant["errors"]), int(variant["requests"])
 
