@@ -230,12 +230,14 @@ class Traffic:
                 return False
             stats = self._stats.of(model)
             now = self._clock()
+            baseline = stats.get(rollout.baseline, VariantStats())
             judgement = judge_step(
                 rollout.plan,
-                stats.get(rollout.baseline, VariantStats()).minus(rollout.baseline_snapshot),
+                baseline.minus(rollout.baseline_snapshot),
                 stats.get(rollout.canary, VariantStats()).minus(rollout.canary_snapshot),
                 now - rollout.step_started_at,
                 self._config.canary.alpha,
+                baseline_history=baseline,  # everything it served (the last step: nothing new)
             )
             if judgement.action is Action.HOLD:
                 return True

@@ -84,19 +84,34 @@ def judge_step(
     canary: VariantStats,
     elapsed_s: float,
     alpha: float = 0.01,
+    baseline_history: VariantStats | None = None,
 ) -> Judgement:
     """Decide on the current step from both windows (stats since the step began).
 
+    A step advances only after its bake time, with at least `min_requests` (and
+    `MIN_SAMPLE`) canary requests, and while no test's estimate is beyond its threshold
+    (a bad canary whose breach is not yet significant holds, it never advances).
+
     Args:
         alpha: the false-rollback rate of the whole rollout.
+        baseline_history: the baseline's record before this step, compared with when the
+            step gives the baseline too little traffic (the 100 percent step gives none).
     """
+    compared_with = "step"
+    if baseline.requests < MIN_SAMPLE and baseline_history is not None:
+        baseline, compared_with = baseline_history, "history"
     level = alpha / (3 * len(plan.steps))  # every test of every step
     tests = {
         "errors": _errors(plan, baseline, canary, level),
         "latency": _latency(plan, baseline, canary, level),
         "quality": _quality(plan, baseline, canary, level),
     }
-    evidence = {**_evidence(baseline, canary, elapsed_s), "tests": tests, "alpha": alpha}
+    evidence = {
+        **_evidence(baseline, canary, elapsed_s),
+        "baseline_window": compared_with,
+        "tests": tests,
+        "alpha": alpha,
+    }
     breach = next((t for t in tests.values() if t["decision"] == "breach"), None)
     if breach is not None:
         return Judgement(Action.ROLLBACK, str(breach["reason"]), evidence)
@@ -104,11 +119,20 @@ def judge_step(
         return Judgement(
             Action.HOLD, f"baking ({elapsed_s:.0f}/{plan.bake_time_s:.0f} s)", evidence
         )
-    if canary.requests < plan.min_requests:
+    needed = max(plan.min_requests, MIN_SAMPLE)
+    if canary.requests < needed:
         return Judgement(
             Action.HOLD,
-            f"waiting for traffic ({canary.requests}/{plan.min_requests} canary requests)",
+            f"waiting for traffic ({canary.requests}/{needed} canary requests)",
             evidence,
+        )
+    unclear = next(
+        (t for t in tests.values() if t["decision"] == "ok" and t["estimate"] > t["threshold"]),
+        None,
+    )
+    if unclear is not None:
+        return Judgement(
+            Action.HOLD, f"not advancing, not yet significant: {unclear['reason']}", evidence
         )
     return Judgement(Action.ADVANCE, "healthy for the whole bake time", evidence)
 

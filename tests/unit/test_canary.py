@@ -46,6 +46,23 @@ def test_errors_roll_back_once_significant() -> None:
     assert early.action is Action.HOLD and early.evidence["tests"]["errors"]["decision"] == "ok"
 
 
+def test_a_bad_canary_never_advances_before_its_breach_is_significant() -> None:
+    plan = CanaryPlan(bake_time_s=2, min_requests=10)
+    unclear = judge_step(plan, window(40), window(20, errors=6), 3)  # 30% vs 0%, 20 requests
+    assert unclear.action is Action.HOLD and "not yet significant" in unclear.reason
+
+
+def test_the_last_step_compares_with_the_baselines_history() -> None:
+    plan = CanaryPlan(steps=(30.0, 100.0), bake_time_s=2, min_requests=10)
+    history = window(400)
+    # the 100 percent step: the baseline serves nothing new, its record stands in
+    judgement = judge_step(plan, VariantStats(), window(200, errors=100), 3, 0.01, history)
+    assert judgement.action is Action.ROLLBACK and "error rate" in judgement.reason
+    assert judgement.evidence["baseline_window"] == "history"
+    healthy = judge_step(plan, VariantStats(), window(200), 3, 0.01, history)
+    assert healthy.action is Action.ADVANCE
+
+
 def test_latency_is_judged_on_distributions_not_on_a_p95_of_a_few_requests() -> None:
     rng = random.Random(7)
     # the case: a canary no slower than its baseline, 25 requests in: no rollback
