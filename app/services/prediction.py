@@ -18,7 +18,7 @@ from typing import Any
 
 from app.core.feedback import PredictionRef
 from app.core.model_io import RowBlock, check_block
-from app.core.routing import Variant
+from app.core.routing import Backend, Variant
 from app.core.signature import Signature, conform
 from app.errors import DomainError, ErrorCode, InvalidInput, NotFound, Unavailable
 from app.ports.registry import ModelSignatures
@@ -107,7 +107,7 @@ class Predictor:
                 raise InvalidInput.for_field("entities", f"at most {self._max_rows} rows")
             inputs = await self._feature_inputs(model, variant.version, entities)
         try:
-            block = await self._conform(model, variant.version, check_block(inputs, self._max_rows))
+            block = await self._conform(model, variant, check_block(inputs, self._max_rows))
         except InvalidInput:  # counted as the client's (rejected), never as the version's
             self._recorder.started(model, variant.name)
             self._recorder.rejected(model, variant.name)
@@ -129,10 +129,12 @@ class Predictor:
             task.add_done_callback(self._shadows.discard)
         return Prediction(request_id, model, variant.version, variant.name, predictions)
 
-    async def _conform(self, model: str, version: int, block: RowBlock) -> RowBlock:
-        """The rows checked against (and coerced to) the version's signature."""
-        if self._signatures is None:
+    async def _conform(self, model: str, variant: Variant, block: RowBlock) -> RowBlock:
+        """The rows checked against (and coerced to) the version's signature (LLM versions
+        are not called here: the invoker says where they are)."""
+        if self._signatures is None or variant.backend is Backend.VLLM:
             return block
+        version = variant.version
         key = (model, version)
         if key not in self._known:
             try:
@@ -163,7 +165,7 @@ class Predictor:
     ) -> None:
         """The shadow's answer is compared and recorded, never returned."""
         try:
-            block = await self._conform(model, shadow.version, block)
+            block = await self._conform(model, shadow, block)
             mirrored = await self._call(model, shadow, block)
         except DomainError as exc:
             log.info("shadow %s of %s failed: %s", shadow.name, model, exc.code)
