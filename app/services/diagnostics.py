@@ -96,12 +96,13 @@ class Assistant:
             ],
             "max_tokens": self._max_tokens,
             "temperature": 0,
+            "repetition_penalty": 1.2,  # small models loop on digits otherwise
             "structured_outputs": {"regex": _answer_pattern([f.id for f in findings])},
         }
         answer = await self._llm.call("chat", body, None, f"diagnose-{uuid.uuid4().hex[:12]}")
         content = _content(answer.response or {})
-        parsed = _parse(content)
         known = {f.id for f in findings}
+        parsed = _parse(content, sorted(known))
         cited = tuple(dict.fromkeys(i for i in parsed.get("cited", []) if i in known))
         return Explanation(
             text=str(parsed.get("summary", content)),
@@ -247,7 +248,7 @@ def _prompt(diagnosed: str, findings: Sequence[Finding], question: str | None) -
     lines.append(
         f"Question: {question}" if question else "Question: what is wrong, and since when?"
     )
-    lines.append("Answer in one or two sentences, then cite the ids you used.")
+    lines.append("Cite the ids you use, then answer in one or two plain sentences.")
     return "\n".join(lines)
 
 
@@ -262,12 +263,12 @@ def _rounded(value: Any) -> Any:
 
 
 def _answer_pattern(ids: Sequence[str]) -> str:
-    """JSON with a plain-text summary first (the model writes before it cites), then one to
-    five of `ids`."""
+    """JSON citing one to five of `ids` first (an answer cut short by `max_tokens` still
+    cites), then a plain-text summary."""
     one = "(" + "|".join(re.escape(json.dumps(i)) for i in ids) + ")"
-    text = r"[A-Za-z0-9 ,.;:()%'+/=_\-]{20,800}"
+    text = r"[A-Za-z0-9 ,.;:()%'+/=_\-]{20,600}"
     cited = one + "(," + one + "){0," + str(MAX_CITED - 1) + "}"
-    return r'\{"summary":"' + text + r'","cited":\[' + cited + r"\]\}"
+    return r'\{"cited":\[' + cited + r'\],"summary":"' + text + r'"\}'
 
 
 def _content(response: dict[str, Any]) -> str:
@@ -276,9 +277,15 @@ def _content(response: dict[str, Any]) -> str:
     return str(message.get("content") or choices[0].get("text") or "")
 
 
-def _parse(content: str) -> dict[str, Any]:
+def _parse(content: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The answer's cited ids and summary; an answer cut short by `max_tokens` keeps the
+    ids it named and its text so far."""
     try:
         parsed = json.loads(content)
     except ValueError:
-        return {"summary": content, "cited": []}
-    return parsed if isinstance(parsed, dict) else {"summary": content, "cited": []}
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    head, _, summary = content.partition('"summary":"')
+    named = [i for i in ids if f'"{i}"' in head]
+    return {"summary": summary.removesuffix('"}') if summary else content, "cited": named}

