@@ -146,9 +146,10 @@ def log_scored_run(
     error_rate: float = 0.0,
     delay_ms: float = 0.0,
     metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> LoggedRun:
     """A run logging a `ScoredModel` (named double columns in, class scores out), with an
-    input example and the given metrics."""
+    input example and the given metrics and tags."""
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable anywhere
@@ -157,6 +158,7 @@ def log_scored_run(
     example = pd.DataFrame({name: [0.5, 1.5] for name in FEATURES})
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_metrics(metrics or {"val_accuracy": 0.8})
+        mlflow.set_tags(tags or {})
         mlflow.pyfunc.log_model(
             name="model",
             python_model=ScoredModel(weights, error_rate, delay_ms),

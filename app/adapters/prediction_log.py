@@ -166,7 +166,7 @@ class PredictionLog:
     def _write(self, buffer: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
         for (model, version), requests in buffer.items():
             try:  # one version's odd batch never costs the others theirs
-                frame = _frame(requests)
+                frame = log_frame(requests)
                 if frame.empty:
                     continue
                 name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
@@ -180,7 +180,7 @@ class PredictionLog:
             log.debug("logged %d predictions of %s v%d", len(frame), model, version)
 
 
-def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
+def log_frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
     """One frame of every buffered request (plain lists joined, one DataFrame built: the
     writer holds the GIL as briefly as it can, beside the requests being served)."""
     meta: dict[str, list[Any]] = {"ts": [], "request_id": [], "variant": []}

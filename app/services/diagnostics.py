@@ -78,15 +78,10 @@ class Assistant:
         self.model = model
         self._max_tokens = max_tokens
 
-    async def explain(
+    def request(
         self, diagnosed: str, findings: Sequence[Finding], question: str | None
-    ) -> Explanation:
-        """The explanation of `findings` (about `diagnosed`), citing their ids.
-
-        Raises:
-            NotFound: the assistant is not deployed. Unavailable: its engine is down.
-            UpstreamFailed, InvalidInput: its engine failed or refused the request.
-        """
+    ) -> tuple[dict[str, Any], str]:
+        """The chat request that explains `findings` (about `diagnosed`), and its prompt."""
         prompt = _prompt(diagnosed, findings, question)
         body = {
             "model": self.model,
@@ -99,6 +94,18 @@ class Assistant:
             "repetition_penalty": 1.2,  # small models loop on digits otherwise
             "structured_outputs": {"regex": _answer_pattern([f.id for f in findings])},
         }
+        return body, prompt
+
+    async def explain(
+        self, diagnosed: str, findings: Sequence[Finding], question: str | None
+    ) -> Explanation:
+        """The explanation of `findings` (about `diagnosed`), citing their ids.
+
+        Raises:
+            NotFound: the assistant is not deployed. Unavailable: its engine is down.
+            UpstreamFailed, InvalidInput: its engine failed or refused the request.
+        """
+        body, prompt = self.request(diagnosed, findings, question)
         answer = await self._llm.call("chat", body, None, f"diagnose-{uuid.uuid4().hex[:12]}")
         content = _content(answer.response or {})
         known = {f.id for f in findings}

@@ -2,13 +2,16 @@
 actors): feedback on class scores, inputs checked against the signature, stages and
 traffic agreeing, the first version's production gate, evidence windows and drift for
 versions registered from a notebook run. Each test is one of the problems of the
-decisions issue, and failed before it."""
+decisions issue, and failed before it. Then diagnoses (`POST /models/{id}/diagnose`) of
+seeded scenarios: drift on two features, a worse A/B candidate, a rolled-back canary, a
+stale feature view and a healthy model, each with exactly its findings."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -76,6 +79,9 @@ class Service:
     def aliases(self, model: str) -> dict[str, int]:
         registered = MlflowClient(self.settings.mlflow.tracking_uri).get_registered_model(model)
         return {alias: int(version) for alias, version in registered.aliases.items()}
+
+    def diagnose(self, model: str, **body: Any) -> dict[str, Any]:
+        return dict(self.ok("POST", f"/models/{model}/diagnose", Role.VIEWER, json=body))
 
     def served(self, model: str) -> int:
         """Requests the traffic actor has counted (with their prediction references)."""
@@ -167,6 +173,21 @@ def test_label_feedback_on_class_scores_gives_each_arms_true_accuracy(service: S
     )
     assert mismatched.status_code == 422, mismatched.text  # one label per row, never "wrong"
     assert mismatched.json()["errors"][0]["field"] == "items[0].label"
+
+    # the diagnosis: the worse candidate, from the A/B verdict
+    service.wait(
+        lambda: service.view("labels")["verdicts"][0]["status"] == "winner", "a verdict", 30
+    )
+    diagnosis = service.diagnose("labels")
+    assert findings(diagnosis) == [("quality_gap", v2, f"v{v2}", "warning")]
+    gap = diagnosis["findings"][0]
+    assert gap["numbers"]["baseline_version"] == v1
+    assert gap["numbers"]["candidate_mean"] == pytest.approx(measured[f"v{v2}"])
+    assert gap["links"] == [f"{BASE}/models/labels/deployment"]
+    assert diagnosis["explanation"] is None
+    assert (
+        diagnosis["note"] == "no diagnostics assistant is configured (diagnostics.assistant_model)"
+    )
 
 
 def test_inputs_are_checked_against_the_signature_and_mistakes_are_not_the_versions(
@@ -338,3 +359,126 @@ def test_drift_is_watched_for_a_version_from_a_notebook_run(service: Service) ->
     names = {f["feature"] for f in latest["features"]}
     assert set(FEATURES) <= names  # plain rows were logged under the signature's names
     assert "tenure_months" in latest["drifted"]  # the shifted traffic drifted
+
+
+def findings(diagnosis: dict[str, Any]) -> list[tuple[str, int | None, str | None, str]]:
+    """The findings as (kind, version, subject, severity), sorted."""
+    return sorted(
+        (f["kind"], f["version"], f["subject"], f["severity"]) for f in diagnosis["findings"]
+    )
+
+
+def above_info(diagnosis: dict[str, Any]) -> list[tuple[str, int | None, str | None, str]]:
+    return [f for f in findings(diagnosis) if f[3] != "info"]
+
+
+def test_diagnosis_of_drift_on_two_features_after_a_deploy(service: Service) -> None:
+    rng = np.random.default_rng(17)
+    version = service.register("diag-drift")
+    service.deploy("diag-drift", strategy="replace", version=version)
+    assert service.predict("diag-drift", rows(rng, 300)).status_code == 200
+    service.ok("POST", "/models/diag-drift/monitoring/evaluate")  # the first rows: reference
+    shifted = rows(rng, 300)
+    for row in shifted:
+        row["tenure_months"] += 6.0
+        row["monthly_charges"] += 3.0
+    assert service.predict("diag-drift", shifted).status_code == 200
+
+    def drifted() -> set[str]:
+        found = service.ok("POST", "/models/diag-drift/monitoring/evaluate")
+        return set(found[0]["drifted"]) if found else set()
+
+    service.wait(lambda: {"tenure_months", "monthly_charges"} <= drifted(), "the drift")
+    diagnosis = service.diagnose("diag-drift", question="what is wrong, and since when?")
+    features = {f[2] for f in findings(diagnosis) if f[0] == "feature_drift"}
+    assert features == {"tenure_months", "monthly_charges"}, diagnosis
+    expected = sorted(
+        [("feature_drift", version, name, "warning") for name in features]
+        + [("drift_after_deploy", version, name, "info") for name in features]
+        + [
+            (kind, version, "prediction", severity)
+            for kind, severity in (("prediction_drift", "warning"), ("drift_after_deploy", "info"))
+            if "__prediction__" in drifted()
+        ]
+    )
+    assert findings(diagnosis) == expected
+    tenure = next(
+        f for f in diagnosis["findings"] if f["id"] == f"feature_drift-v{version}-tenure_months"
+    )
+    assert tenure["numbers"]["psi"] > 0.2 and tenure["numbers"]["reference"] == "live_window"
+    assert tenure["started_at"] is not None
+    assert f"{BASE}/models/diag-drift/monitoring" in tenure["links"]
+    after = next(f for f in diagnosis["findings"] if f["related"] == [tenure["id"]])
+    assert after["kind"] == "drift_after_deploy" and after["numbers"]["deployed_version"] == version
+    again = service.diagnose("diag-drift")
+    assert [f["id"] for f in again["findings"]] == [f["id"] for f in diagnosis["findings"]]
+
+
+def test_diagnosis_of_a_rolled_back_canary(service: Service) -> None:
+    rng = np.random.default_rng(19)
+    v1 = service.register("diag-canary")
+    flaky = service.register("diag-canary", error_rate=0.5)
+    service.deploy("diag-canary", strategy="replace", version=v1)
+    service.ok(
+        "POST",
+        "/models/diag-canary/deploy",
+        json={
+            "strategy": "canary",
+            "version": flaky,
+            "steps": [50, 100],
+            "bake_time_s": 1,
+            "min_requests": 10,
+        },
+    )
+
+    def rolled_back() -> bool:
+        for row in rows(rng, 10):
+            service.predict("diag-canary", [row])
+        rollout = service.view("diag-canary")["rollout"]
+        return bool(rollout and rollout["phase"] == "rolled_back")
+
+    service.wait(rolled_back, "the rollback", 90)
+    diagnosis = service.diagnose("diag-canary")
+    assert above_info(diagnosis) == [("canary_rolled_back", flaky, None, "warning")], diagnosis
+    rolled = diagnosis["findings"][0]
+    assert "error rate" in rolled["numbers"]["reason"]
+    assert rolled["numbers"]["evidence"]["tests"]["errors"]["decision"] == "breach"
+
+
+def test_diagnosis_of_a_stale_feature_view(service: Service) -> None:
+    version = service.register("diag-stale", tags={"mlservice.feature_service": "churn_v1"})
+    service.deploy("diag-stale", strategy="replace", version=version)
+    end = datetime.now(UTC) - timedelta(days=2, hours=3)  # customer_stats' TTL is 2 days
+    service.ok("POST", "/features/materialize", json={"end": end.isoformat()})
+    diagnosis = service.diagnose("diag-stale")
+    assert above_info(diagnosis) == [("stale_features", version, "churn_v1", "warning")], diagnosis
+    stale = next(f for f in diagnosis["findings"] if f["kind"] == "stale_features")
+    assert set(stale["numbers"]["views"]) == {"customer_stats"}
+    assert stale["numbers"]["views"]["customer_stats"]["freshness"] == "stale"
+    assert "stale for 3.0 h" in stale["title"]
+
+
+def test_diagnosis_of_a_healthy_model_and_bad_requests(service: Service) -> None:
+    rng = np.random.default_rng(23)
+    version = service.register("diag-healthy")
+    service.deploy("diag-healthy", strategy="replace", version=version)
+    for row in rows(rng, 60):
+        assert service.predict("diag-healthy", [row]).status_code == 200
+    service.wait(lambda: service.served("diag-healthy") >= 60, "the requests counted")
+    diagnosis = service.diagnose("diag-healthy", window_s=3600)
+    assert above_info(diagnosis) == [], diagnosis
+    assert {f["severity"] for f in diagnosis["findings"]} <= {"info"}
+
+    for path, body, status, field in (
+        ("/models/no-such-model/diagnose", {}, 404, None),
+        ("/models/diag-healthy/diagnose", {"version": 99}, 404, None),
+        ("/models/diag-healthy/diagnose", {"window_s": -5}, 422, "window_s"),
+        ("/models/diag-healthy/diagnose", {"window_s": "a day"}, 422, "window_s"),
+        ("/models/diag-healthy/diagnose", {"wat": 1}, 422, "wat"),
+    ):
+        response = service.call("POST", path, Role.VIEWER, json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        if field:
+            assert field in {e["field"] for e in response.json()["errors"]}, response.text
+    assert service.http.post(f"{BASE}/models/diag-healthy/diagnose", json={}).status_code == 401
