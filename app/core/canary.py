@@ -140,9 +140,9 @@ def judge_step(
 def _errors(
     plan: CanaryPlan, baseline: VariantStats, canary: VariantStats, level: float
 ) -> dict[str, Any]:
-    enough = min(baseline.requests, canary.requests) >= MIN_SAMPLE and (
-        canary.errors >= plan.min_errors
-    )
+    # a baseline with little or no traffic still counts (an empty one as error-free: the
+    # canary is then held to the allowed increase on its own)
+    enough = canary.requests >= MIN_SAMPLE and canary.errors >= plan.min_errors
     return _shares(
         "error rate",
         (canary.errors, canary.requests),
@@ -206,12 +206,14 @@ def _shares(
 ) -> dict[str, Any]:
     """The one-sided test of a share's increase (canary minus baseline) beyond `margin`."""
     (x_c, n_c), (x_b, n_b) = canary, baseline
-    if not enough or min(n_c, n_b) == 0:
+    if not enough or n_c == 0:
         return {"decision": "insufficient", "counts": [x_b, n_b, x_c, n_c]}
-    rate_c, rate_b = x_c / n_c, x_b / n_b
+    rate_c, rate_b = x_c / n_c, (x_b / n_b if n_b else 0.0)
     # variances from smoothed rates: no zero variance when nothing happened yet
     smooth_c, smooth_b = (x_c + 0.5) / (n_c + 1), (x_b + 0.5) / (n_b + 1)
-    variance = smooth_c * (1 - smooth_c) / n_c + smooth_b * (1 - smooth_b) / n_b
+    variance = smooth_c * (1 - smooth_c) / n_c
+    if n_b:
+        variance += smooth_b * (1 - smooth_b) / n_b
     increase = rate_c - rate_b
     low, high = confidence_interval(increase, variance, _TAU_SHARES, level)
     reason = (

@@ -437,7 +437,10 @@ def test_diagnosis_of_a_rolled_back_canary(service: Service) -> None:
         rollout = service.view("diag-canary")["rollout"]
         return bool(rollout and rollout["phase"] == "rolled_back")
 
-    service.wait(rolled_back, "the rollback", 90)
+    try:
+        service.wait(rolled_back, "the rollback", 90)
+    except AssertionError:
+        raise AssertionError(service.view("diag-canary")) from None
     diagnosis = service.diagnose("diag-canary")
     assert above_info(diagnosis) == [("canary_rolled_back", flaky, None, "warning")], diagnosis
     rolled = diagnosis["findings"][0]

@@ -63,6 +63,15 @@ def test_the_last_step_compares_with_the_baselines_history() -> None:
     assert healthy.action is Action.ADVANCE
 
 
+def test_a_baseline_without_traffic_holds_the_canary_to_the_allowed_increase() -> None:
+    plan = CanaryPlan(steps=(50.0, 100.0), bake_time_s=1, min_requests=10)
+    # the baseline served 17 requests before the canary took everything
+    judgement = judge_step(plan, VariantStats(), window(60, errors=30), 2, 0.01, window(17))
+    assert judgement.action is Action.ROLLBACK and "error rate" in judgement.reason
+    alone = judge_step(plan, VariantStats(), window(60, errors=30), 2, 0.01, VariantStats())
+    assert alone.action is Action.ROLLBACK
+
+
 def test_latency_is_judged_on_distributions_not_on_a_p95_of_a_few_requests() -> None:
     rng = random.Random(7)
     # the case: a canary no slower than its baseline, 25 requests in: no rollback
