@@ -100,7 +100,7 @@ def first_token_direct(handle: Any, body: Any) -> float:
 
 
 def findings_of(diagnosis: dict[str, Any]) -> list[Any]:
-    from app.core.diagnosis import Finding, FindingKind, Severity
+    from app.core.findings import Finding, FindingKind, Severity
 
     return [
         Finding(

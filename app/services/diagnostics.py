@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.core.diagnosis import Evidence, Finding, ViewFreshness, diagnose
+from app.core.diagnosis import diagnose
+from app.core.findings import Evidence, Finding, ViewFreshness
 from app.errors import DomainError, ErrorCode, NotFound
 from app.ports.monitoring import MonitorControl
 from app.ports.registry import ModelRegistry

@@ -4,8 +4,9 @@ from typing import Any
 from app.core.abtest import Verdict, VerdictStatus
 from app.core.audit import AuditEvent, EventType
 from app.core.deployment import DeploymentView
-from app.core.diagnosis import Evidence, FindingKind, Severity, ViewFreshness, diagnose
+from app.core.diagnosis import diagnose
 from app.core.features import Freshness
+from app.core.findings import Evidence, FindingKind, Severity, ViewFreshness
 from app.core.registry import Lineage, ModelStage, ModelVersion
 from app.core.routing import Role, RoutingTable, Strategy, Variant
 from app.core.semver import ArtifactFacts, SemVer

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, cast
 
-from app.core.diagnosis import Finding, FindingKind, Severity
+from app.core.findings import Finding, FindingKind, Severity
 from app.errors import ErrorCode, NotFound
 from app.services.diagnostics import Assistant
 from app.services.llm import LlmAnswer, LlmGateway

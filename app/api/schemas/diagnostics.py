@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.diagnosis import Finding, FindingKind, Severity
+from app.core.findings import Finding, FindingKind, Severity
 from app.services.diagnostics import Diagnosis, Explanation
 
 MAX_WINDOW_S = 90 * 86_400
