@@ -207,7 +207,6 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     from app.adapters.vllm_backend import VllmBackend
     from app.services.backends import Backends
     from app.services.deployments import Deployments
-    from app.services.diagnostics import Assistant, Diagnostics
     from app.services.features import FeatureInputs
     from app.services.lifecycle import Promotions
     from app.services.llm import LlmGateway
@@ -250,21 +249,6 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         *([PingProbe("monitor", monitoring.ping)] if monitoring is not None else []),
     )
     gateway = LlmGateway(tables, llm, observed)
-    config = settings.diagnostics
-    assistant = (
-        Assistant(gateway, config.assistant_model, config.max_tokens)
-        if config.assistant_model
-        else None
-    )
-    diagnostics = Diagnostics(
-        registry,
-        traffic,
-        _monitor_client(peers),
-        feature_use_case,
-        assistant,
-        settings.api.base_path,
-        config.default_window_s,
-    )
     return Services(
         tracker=tracker,
         probes=probes,
@@ -277,8 +261,36 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         features=feature_use_case,
         monitoring=monitoring,
         llm=gateway,
-        diagnostics=diagnostics,
+        diagnostics=_diagnostics(settings, peers, registry, traffic, feature_use_case, gateway),
         background=(tables, recorder, *monitor_background),
+    )
+
+
+def _diagnostics(
+    settings: Settings,
+    peers: Peers,
+    registry: Any,
+    traffic: Any,
+    feature_use_case: Any,
+    gateway: Any,
+) -> Any:
+    """Diagnoses from the ingress's own clients; the assistant when one is named."""
+    from app.services.diagnostics import Assistant, Diagnostics
+
+    config = settings.diagnostics
+    assistant = (
+        Assistant(gateway, config.assistant_model, config.max_tokens)
+        if config.assistant_model
+        else None
+    )
+    return Diagnostics(
+        registry,
+        traffic,
+        _monitor_client(peers),
+        feature_use_case,
+        assistant,
+        settings.api.base_path,
+        config.default_window_s,
     )
 
 
