@@ -288,7 +288,7 @@ def test_production_is_blocked_without_serving_evidence_unless_waived(
     assert blocked.status_code == 409
     checks = {c["gate"]: c for c in blocked.json()["context"]["checks"]}
     assert "no evidence" in checks["integration_checks"]["reason"]
-    assert "no evidence" in checks["ab_test"]["reason"]
+    assert checks["ab_test"]["passed"] and "not applicable" in checks["ab_test"]["reason"]
     assert not checks["manual_approval"]["passed"]
 
     set_policy(client, tokens, WAIVE_SERVING)
@@ -300,14 +300,12 @@ def test_production_is_blocked_without_serving_evidence_unless_waived(
     promoted = promote(client, tokens, version, "production")
     assert promoted.status_code == 200, promoted.text
     checks = {c["gate"]: c for c in promoted.json()["checks"]}
-    assert checks["ab_test"]["waived"] and not checks["ab_test"]["passed"]
+    assert checks["integration_checks"]["waived"] and not checks["integration_checks"]["passed"]
+    assert checks["ab_test"]["passed"] and not checks["ab_test"]["waived"]
     assert checks["manual_approval"]["passed"] and not checks["manual_approval"]["waived"]
     stored = audit(client, tokens)["events"][-1]
     assert stored["type"] == "stage_changed" and stored["payload"]["to"] == "production"
-    assert {c["gate"] for c in stored["payload"]["checks"] if c["waived"]} == {
-        "integration_checks",
-        "ab_test",
-    }
+    assert {c["gate"] for c in stored["payload"]["checks"] if c["waived"]} == {"integration_checks"}
     assert stored["payload"]["policy"]["waived_gates"] == ["ab_test", "integration_checks"]
 
 
