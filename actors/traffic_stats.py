@@ -65,6 +65,10 @@ class TrafficStats:
         self._shadow: dict[str, dict[str, tuple[int, int]]] = {}
         self._refs: OrderedDict[str, PredictionRef] = OrderedDict()
         self._pending = store.pending_count()
+        # Feedback and the references it waits for meet under this lock: either the
+        # references are stored first (the feedback finds them) or the pending feedback is
+        # (the references' batch finds it), never both missed.
+        self._joining = asyncio.Lock()
         # Snapshots of each model's stats, oldest first: the first is the newest one taken
         # at or before the integration window's start (the load counts as time -inf, so a
         # restarted actor judges on everything until a window has passed).
@@ -109,15 +113,16 @@ class TrafficStats:
         joined, never left pending.
         """
         if batch.refs:
-            await asyncio.to_thread(self._store.add_refs, batch.refs)
-            for ref in batch.refs:
-                self._remember(ref)
-            if self._pending:  # only look for early feedback when some is waiting
-                pending = await asyncio.to_thread(
-                    self._store.pending_feedback, [r.request_id for r in batch.refs]
-                )
-                for feedback in pending:
-                    await self._join(self._refs[feedback.request_id], feedback)
+            async with self._joining:
+                await asyncio.to_thread(self._store.add_refs, batch.refs)
+                for ref in batch.refs:
+                    self._remember(ref)
+                if self._pending:  # only look for early feedback when some is waiting
+                    pending = await asyncio.to_thread(
+                        self._store.pending_feedback, [r.request_id for r in batch.refs]
+                    )
+                    for feedback in pending:
+                        await self._join(self._refs[feedback.request_id], feedback)
         now = self._clock()
         for model, increments in batch.stats.items():
             self._stats[model] = merge_all(self._stats.get(model, {}), increments)
@@ -139,6 +144,10 @@ class TrafficStats:
             InvalidInput: a label cannot be compared with its prediction (every such item
                 named, `items[i].label`); then nothing is recorded.
         """
+        async with self._joining:
+            return await self._feedback(items)
+
+    async def _feedback(self, items: list[Feedback]) -> list[str]:
         known = []
         for item in items:
             exists, _ = await asyncio.to_thread(self._store.feedback_value, item.request_id)
