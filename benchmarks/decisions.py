@@ -57,6 +57,12 @@ def main() -> None:
     parser.add_argument("--canary-runs", type=int, default=100)
     parser.add_argument("--error-runs", type=int, default=10)
     parser.add_argument("--drift-windows", type=int, default=100)
+    parser.add_argument(
+        "--only",
+        choices=("ab", "canary", "drift"),
+        action="append",
+        help="run only these scenario groups (repeatable; default: all)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.aa_runs, args.power_runs, args.canary_runs = 5, 3, 3
@@ -91,9 +97,10 @@ def main() -> None:
             str(data / "mlflow" / "artifacts"),
             clients=6,
         )
-        ab_scenarios(harness, args)
-        canary_scenarios(harness, args)
-        drift_scenarios(harness, args)
+        groups = {"ab": ab_scenarios, "canary": canary_scenarios, "drift": drift_scenarios}
+        for name, scenarios in groups.items():
+            if not args.only or name in args.only:
+                scenarios(harness, args)
 
 
 def ab_scenarios(harness: Harness, args: argparse.Namespace) -> None:

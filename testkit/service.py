@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +115,9 @@ class Service:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        # Ray's workers start processes of their own (Serve's haproxy) that can outlive
+        # the process group: every descendant is known now and stopped at the end
+        descendants = _descendants(process.pid)
         os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout_s)
@@ -125,9 +129,21 @@ class Service:
             time.sleep(0.5)
         if _group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
+        for survivor in descendants:
+            try:
+                survivor.kill()
+            except psutil.Error:  # gone already (or another owner's reused pid: not ours)
+                pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
 
 
 def _group_alive(pgid: int) -> bool:

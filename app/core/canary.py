@@ -33,6 +33,9 @@ from app.errors import Conflict, ErrorCode
 
 LATENCY_SHARE_MARGIN = 0.05  # 5 more points of the canary's requests that slow
 MIN_SAMPLE = 20  # requests per side before the error and latency tests look
+DOUBT_LIMIT = 20  # a doubtful step holds until min_requests x this canary requests, then
+# advances: its tests found no significant breach in a sample this large (without a limit,
+# an estimate that stays near its threshold held a healthy canary forever)
 _TAU_SHARES = 0.1  # the mixing scale of the error and latency tests (shares)
 _TAU_QUALITY = 0.05  # ... and of the quality test (outcome units)
 
@@ -90,7 +93,8 @@ def judge_step(
 
     A step advances only after its bake time, with at least `min_requests` (and
     `MIN_SAMPLE`) canary requests, and while no test's estimate is beyond its threshold
-    (a bad canary whose breach is not yet significant holds, it never advances).
+    (a bad canary whose breach is not yet significant holds) or, once the step has
+    `DOUBT_LIMIT` times those requests, while no breach is significant.
 
     Args:
         alpha: the false-rollback rate of the whole rollout.
@@ -130,7 +134,7 @@ def judge_step(
         (t for t in tests.values() if t["decision"] == "ok" and t["estimate"] > t["threshold"]),
         None,
     )
-    if unclear is not None:
+    if unclear is not None and canary.requests < needed * DOUBT_LIMIT:
         return Judgement(
             Action.HOLD, f"not advancing, not yet significant: {unclear['reason']}", evidence
         )

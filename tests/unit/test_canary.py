@@ -50,6 +50,11 @@ def test_a_bad_canary_never_advances_before_its_breach_is_significant() -> None:
     plan = CanaryPlan(bake_time_s=2, min_requests=10)
     unclear = judge_step(plan, window(40), window(20, errors=6), 3)  # 30% vs 0%, 20 requests
     assert unclear.action is Action.HOLD and "not yet significant" in unclear.reason
+    # doubt does not hold forever: 20x the step's requests without a significant breach
+    close = judge_step(plan, window(2000, errors=100), window(390, errors=28), 3)  # 7.2% vs 5%
+    assert close.action is Action.HOLD, close.reason
+    settled = judge_step(plan, window(2000, errors=100), window(420, errors=30), 3)
+    assert settled.action is Action.ADVANCE, settled.reason
 
 
 def test_the_last_step_compares_with_the_baselines_history() -> None:
