@@ -2,7 +2,7 @@
 driven over HTTP against real registered models of known behaviour, many runs each; the
 rates printed next to their targets (PASS / MISS).
 
-    .venv/bin/python benchmarks/decisions.py            # the full run (about 40 minutes)
+    .venv/bin/python benchmarks/decisions.py            # the full run (about an hour)
     .venv/bin/python benchmarks/decisions.py --quick    # a few runs of each, to try it
 
 Scenarios (see testkit/decisions.py): A/A under continuous looks (false winners), A/B

@@ -246,6 +246,8 @@ def canary_run(
         bake_time_s=bake_time_s,
         min_requests=min_requests,
     )
+    # a variant's counts are cumulative over the version's deploys: this run's start
+    before = {v["name"]: int(v["requests"]) for v in harness.view(model)["variants"]}
     sent = 0
     while sent < max_requests:
         items = []
@@ -268,7 +270,8 @@ def canary_run(
         if rollout.get("phase") in ("completed", "rolled_back"):
             canary_name = rollout["canary"]
             requests = next(v["requests"] for v in view["variants"] if v["name"] == canary_name)
-            return CanaryRun(rollout["phase"], int(requests), str(rollout.get("reason", "")))
+            requests = int(requests) - before.get(canary_name, 0)
+            return CanaryRun(rollout["phase"], requests, str(rollout.get("reason", "")))
     return CanaryRun("progressing", sent, "")
 
 
