@@ -16,6 +16,8 @@ from app.settings import MlflowSettings, TokenEntry
 _BACKEND_STORE = "_MLFLOW_SERVER_FILE_STORE"
 _REGISTRY_STORE = "_MLFLOW_SERVER_REGISTRY_STORE"
 _ARTIFACT_ROOT = "_MLFLOW_SERVER_ARTIFACT_ROOT"
+_SERVE_ARTIFACTS = "_MLFLOW_SERVER_SERVE_ARTIFACTS"
+_ARTIFACT_DESTINATION = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
 _STATIC_PREFIX = "_MLFLOW_STATIC_PREFIX"
 _ALLOWED_HOSTS = "MLFLOW_SERVER_ALLOWED_HOSTS"
 
@@ -41,17 +43,27 @@ class MlflowServer:
         configure_logging(log_level)
         os.environ[_BACKEND_STORE] = mlflow.tracking_uri
         os.environ[_REGISTRY_STORE] = mlflow.tracking_uri
+        # New experiments keep real locations under the root (the service's processes read
+        # them directly); clients see them proxied (the gateway's ArtifactLocations).
         os.environ[_ARTIFACT_ROOT] = mlflow.artifact_root
+        os.environ[_SERVE_ARTIFACTS] = "true"
+        os.environ[_ARTIFACT_DESTINATION] = mlflow.artifact_root
         os.environ[_STATIC_PREFIX] = mlflow.ui_prefix
         if mlflow.allowed_hosts:
             os.environ[_ALLOWED_HOSTS] = ",".join(mlflow.allowed_hosts)
         self._prefix = mlflow.ui_prefix
+        self._artifact_root = mlflow.artifact_root
         self._tokens = TokenBook.of((t.name, t.roles, t.sha256) for t in tokens)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         """Serve calls this on the replica, after `__init__`."""
         from mlflow.server.fastapi_app import app as mlflow_app
 
-        from app.api.mlflow_gateway import MlflowGateway
+        from app.api.mlflow_gateway import ArtifactLocations, MlflowGateway
 
-        return MlflowGateway(mlflow_app, prefix=self._prefix, token_book=self._tokens)
+        return MlflowGateway(
+            mlflow_app,
+            prefix=self._prefix,
+            token_book=self._tokens,
+            locations=ArtifactLocations(self._artifact_root),
+        )

@@ -62,9 +62,13 @@ def log_model_run(
 
 
 def _experiment(name: str, artifact_root: str) -> str:
+    """The experiment `name`; a new one keeps its artifacts under `artifact_root`, except
+    through the service's MLflow server, which chooses (clients see it as proxied)."""
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
+    if mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        return str(mlflow.create_experiment(name))
     return str(mlflow.create_experiment(name, artifact_location=f"{artifact_root}/{name}"))
 
 

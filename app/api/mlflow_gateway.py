@@ -9,11 +9,20 @@ Access: the UI shell (index page, static bundle) and MLflow's health probe are p
 data needs `viewer`, changes need `engineer`. Bearer tokens (`MLFLOW_TRACKING_TOKEN`) and
 HTTP Basic with the token as password both work; a 401 carries a Basic challenge so a
 browser asks for the token once.
+
+Artifacts: MLflow serves them itself (`--serve-artifacts`, the artifact root as its
+destination), and the gateway shows clients every artifact location under that root as
+`mlflow-artifacts:/...` (the store keeps the real location, which the service's own
+processes read directly). A client then needs only the URL and a token: uploads and
+downloads go through `<prefix>/api/2.0/mlflow-artifacts/`, never to a server path or to
+the bucket.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,6 +31,48 @@ from app.core.access import TokenBook, authenticate, authorize, mlflow_route_rol
 from app.errors import DomainError, Unauthenticated
 
 _CHALLENGE = b'Basic realm="ML Service (token as password)", charset="UTF-8"'
+# MLflow's REST answers that may carry artifact locations (runs, experiments, logged models,
+# model versions); artifact contents (`mlflow-artifacts/`, `get-artifact`) pass untouched.
+_METADATA_APIS = (
+    "/api/2.0/mlflow/",
+    "/ajax-api/2.0/mlflow/",
+    "/api/3.0/mlflow/",
+    "/ajax-api/3.0/mlflow/",
+)
+_PROXIED = "mlflow-artifacts:"
+# The fields of MLflow's messages that hold an artifact location (run, experiment, logged
+# model, model version); other strings (params, tags) are the user's and stay as sent.
+_LOCATION_FIELDS = frozenset({"artifact_uri", "artifact_location", "source", "storage_location"})
+
+
+class ArtifactLocations:
+    """Translates the store's artifact locations under `root` to proxied ones and back.
+
+    Args:
+        root: the artifact root MLflow serves (a local directory or s3://bucket/prefix).
+    """
+
+    def __init__(self, root: str) -> None:
+        root = root.rstrip("/")
+        self._roots = (root,) if "://" in root else (f"file://{root}", root)
+        self._root = root
+
+    def to_client(self, value: str) -> str:
+        """`<root>/x/y` (or `file://<root>/x/y`) as `mlflow-artifacts:/x/y`; others as given."""
+        for root in self._roots:
+            if value == root or value.startswith(root + "/"):
+                return f"{_PROXIED}/{value[len(root) :].lstrip('/')}"
+        return value
+
+    def to_store(self, value: str) -> str:
+        """`mlflow-artifacts:/x/y` as `<root>/x/y`; others (and paths escaping the root) as
+        given."""
+        if not value.startswith(_PROXIED):
+            return value
+        relative = value[len(_PROXIED) :].lstrip("/")
+        if relative.startswith("//") or ".." in relative.split("/"):
+            return value
+        return f"{self._root}/{relative}" if relative else self._root
 
 
 class MlflowGateway:
@@ -33,10 +84,18 @@ class MlflowGateway:
         token_book: the known tokens.
     """
 
-    def __init__(self, app: ASGIApp, *, prefix: str, token_book: TokenBook) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        prefix: str,
+        token_book: TokenBook,
+        locations: ArtifactLocations | None = None,
+    ) -> None:
         self.app = app
         self.prefix = prefix.rstrip("/")
         self.token_book = token_book
+        self.locations = locations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in {"http", "websocket"}:
@@ -53,6 +112,10 @@ class MlflowGateway:
                 except DomainError as exc:
                     await _refuse(send, exc, full, _header(scope, b"x-request-id") or "")
                     return
+            api = full[len(self.prefix) :]
+            if self.locations is not None and api.startswith(_METADATA_APIS):
+                receive = _rewritten_request(receive, self.locations.to_store)
+                send = _rewritten_response(send, self.locations.to_client)
         await self.app(scope, receive, send)
 
     def _full_path(self, scope: Scope) -> str:
@@ -62,7 +125,85 @@ class MlflowGateway:
         return self.prefix + path  # served with the prefix already stripped
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _rewritten_request(receive: Receive, rewrite: Callable[[str], str]) -> Receive:
+    """`receive` whose JSON body has its locations rewritten (the body read whole first)."""
+    chunks: list[bytes] = []
+    done = False
+
+    async def wrapped() -> Any:
+        nonlocal done
+        if done:
+            return await receive()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        done = True
+        return {"type": "http.request", "body": _rewrite_json(b"".join(chunks), rewrite)}
+
+    return wrapped
+
+
+def _rewritten_response(send: Send, rewrite: Callable[[str], str]) -> Send:
+    """`send` that rewrites the locations in a JSON answer (buffered; MLflow's metadata
+    answers are small) and fixes its content-length."""
+    start: dict[str, Any] | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Any) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            if b"json" not in (_header(message, b"content-type") or "").encode():
+                start = None
+                await send(message)
+                return
+            start = dict(message)
+            return
+        if message["type"] != "http.response.body" or start is None:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = _rewrite_json(b"".join(chunks), rewrite)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped
+
+
+def _rewrite_json(body: bytes, rewrite: Callable[[str], str]) -> bytes:
+    """The JSON document with `rewrite` applied to its location fields; other bodies as
+    given."""
+    if not body:
+        return body
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
+    changed = _map_strings(document, rewrite)
+    return body if changed == document else json.dumps(changed).encode("utf-8")
+
+
+def _map_strings(value: Any, rewrite: Callable[[str], str]) -> Any:
+    if isinstance(value, list):
+        return [_map_strings(item, rewrite) for item in value]
+    if isinstance(value, dict):
+        return {
+            key: rewrite(item)
+            if key in _LOCATION_FIELDS and isinstance(item, str)
+            else _map_strings(item, rewrite)
+            for key, item in value.items()
+        }
+    return value
+
+
+def _header(scope: Any, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return bytes(value).decode("latin-1")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.api.mlflow_gateway import MlflowGateway
+from app.api.mlflow_gateway import ArtifactLocations, MlflowGateway
 from app.core.access import Role, TokenBook, mint_token, token_digest
 
 TOKENS = {role: mint_token() for role in Role}
@@ -108,3 +108,67 @@ def test_viewers_read_engineers_write() -> None:
     assert sent[0]["status"] == 403 and recorder.scopes == []
     recorder, sent = call("POST", create, authorization=bearer(Role.ENGINEER))
     assert sent[0]["status"] == 200 and recorder.scopes
+
+
+def test_artifact_locations_under_the_root_are_shown_proxied_and_read_back() -> None:
+    local = ArtifactLocations("/srv/data/mlflow/artifacts/")
+    assert local.to_client("/srv/data/mlflow/artifacts/7/run/artifacts") == (
+        "mlflow-artifacts:/7/run/artifacts"
+    )
+    assert local.to_client("file:///srv/data/mlflow/artifacts/7") == "mlflow-artifacts:/7"
+    assert local.to_client("/srv/data/mlflow/artifacts-other/7") == (
+        "/srv/data/mlflow/artifacts-other/7"
+    )
+    assert local.to_store("mlflow-artifacts:/7/run") == "/srv/data/mlflow/artifacts/7/run"
+    assert local.to_store("mlflow-artifacts:/7/../../etc") == "mlflow-artifacts:/7/../../etc"
+    s3 = ArtifactLocations("s3://ml-artifacts/mlflow")
+    assert s3.to_client("s3://ml-artifacts/mlflow/abc/model") == "mlflow-artifacts:/abc/model"
+    assert s3.to_client("s3://other/mlflow/abc") == "s3://other/mlflow/abc"
+    assert s3.to_store("mlflow-artifacts:/abc") == "s3://ml-artifacts/mlflow/abc"
+    assert s3.to_store("models:/m-1") == "models:/m-1"
+
+
+def test_only_location_fields_of_metadata_answers_are_rewritten() -> None:
+    root = "/srv/artifacts"
+    answer = {
+        "run": {
+            "info": {"artifact_uri": f"{root}/1/r/artifacts"},
+            "data": {"params": [{"key": "path", "value": f"{root}/1"}]},
+        }
+    }
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = json.dumps(answer).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"999")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    gateway = MlflowGateway(
+        app, prefix="/mlflow", token_book=BOOK, locations=ArtifactLocations(root)
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for path in ("/mlflow/api/2.0/mlflow/runs/get", "/mlflow/api/2.0/mlflow-artifacts/x.json"):
+        sent.clear()
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "root_path": "",
+            "headers": [(b"authorization", bearer(Role.VIEWER).encode())],
+        }
+        asyncio.run(gateway(scope, receive, send))
+        body = json.loads(sent[-1]["body"])
+        if "mlflow-artifacts" in path:  # artifact contents pass untouched
+            assert body == answer
+            continue
+        assert body["run"]["info"]["artifact_uri"] == "mlflow-artifacts:/1/r/artifacts"
+        assert body["run"]["data"]["params"][0]["value"] == f"{root}/1"  # the user's string
+        length = dict(sent[0]["headers"])[b"content-length"]
+        assert int(length) == len(sent[-1]["body"])
