@@ -1,17 +1,156 @@
 """The service database (SQLite file by default, PostgreSQL by URL) that the actors'
-stores share: one engine per store, its tables created on first use."""
+stores share: one engine per store, the schema brought to this code's migration head
+(Alembic, `app/adapters/state_migrations`) before the first use.
+
+The three actors open their stores at the same moment on start-up, so the check and the
+upgrade run under one lock per database: a PostgreSQL advisory lock (a transaction-level
+one: a crashed migration cannot leave it held) or, for a SQLite file, an exclusive
+`flock` on a lock file next to it. Other databases (MySQL) are migrated unlocked.
+"""
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS_DIR = Path(__file__).with_name("state_migrations")
+BASELINE = "0001"  # the schema of the release before migrations (0231c5a)
+# pg_advisory_xact_lock's key: any fixed number, shared by every process of the service.
+_PG_LOCK_KEY = 0x6D6C5F7374617465  # "ml_state"
+
+
+class StateSchemaError(RuntimeError):
+    """The service database's schema does not fit this code (a newer release migrated
+    it, or a table of the code has no migration)."""
 
 
 def state_engine(url: str, metadata: sa.MetaData) -> sa.Engine:
-    """An engine on `url` with `metadata`'s tables created (a SQLite file's directory too)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """An engine on `url`, its database upgraded to the migrations' head (a SQLite file's
+    directory created), where `metadata`'s tables are checked to exist."""
+    database = _sqlite_file(sa.make_url(url))
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, future=True)
-    metadata.create_all(engine)
+    upgrade_state_database(engine)
+    _check_tables(engine, metadata)
     return engine
+
+
+def upgrade_state_database(engine: sa.Engine) -> bool:
+    """Bring the database to the head revision; whether anything had to be done.
+
+    A database made before migrations (the tables, no `alembic_version`) is stamped with
+    the baseline first, its rows kept; an empty one is created by the migrations.
+
+    Raises:
+        StateSchemaError: the database is at a revision this code does not know.
+    """
+    with _file_lock(_sqlite_file(engine.url)), engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        return _upgrade(conn)
+
+
+def migration_config(connection: sa.Connection | None = None) -> Config:
+    """Alembic's configuration for the service database, in code (no alembic.ini): the
+    commands of `alembic.command` take it; with `connection`, they run on it."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(conn: sa.Connection) -> bool:
+    script = _scripts()
+    heads = tuple(script.get_heads())
+    current = MigrationContext.configure(conn).get_current_heads()
+    _refuse_unknown(script, current, heads)
+    if set(current) == set(heads):
+        return False
+    config = migration_config(conn)
+    if not current and _holds_every_release_table(conn, script):
+        command.stamp(config, BASELINE)  # made by the release before migrations
+    command.upgrade(config, "head")
+    reached = MigrationContext.configure(conn).get_current_heads()
+    if set(reached) != set(heads):
+        raise StateSchemaError(
+            f"The service database is at schema revision {_names(reached)} after upgrading,"
+            f" not at this code's head {_names(heads)}."
+        )
+    return True
+
+
+def _refuse_unknown(
+    script: ScriptDirectory, current: tuple[str, ...], heads: tuple[str, ...]
+) -> None:
+    known = {s.revision for s in script.walk_revisions()}
+    unknown = [revision for revision in current if revision not in known]
+    if unknown:
+        raise StateSchemaError(
+            f"The service database is at schema revision {_names(tuple(unknown))}, which this"
+            f" code does not know (its newest is {_names(heads)}): a newer release migrated"
+            " it. Run that release or a later one, or restore a backup taken before it."
+        )
+
+
+def _holds_every_release_table(conn: sa.Connection, script: ScriptDirectory) -> bool:
+    """Whether the release before migrations made every table here. It made each store's
+    tables on first use, so a database may hold only some: the baseline, which creates
+    only missing tables, then completes it instead of a stamp."""
+    baseline = script.get_revision(BASELINE)
+    assert baseline is not None
+    release_tables: tuple[str, ...] = baseline.module.RELEASE_TABLES
+    return set(release_tables) <= set(sa.inspect(conn).get_table_names())
+
+
+def _check_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    with engine.connect() as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+    missing = sorted(set(metadata.tables) - existing)
+    if missing:
+        raise StateSchemaError(
+            f"Tables {', '.join(missing)} are in the code but no migration creates them:"
+            " add a migration (see app/adapters/state_migrations)."
+        )
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(migration_config())
+
+
+def _names(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) if revisions else "none"
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The file of a SQLite URL (None: another database, or SQLite in memory)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+@contextmanager
+def _file_lock(database: Path | None) -> Iterator[None]:
+    """An exclusive lock on `<database>.migrate.lock` (nothing without a file). `flock`
+    locks belong to the open file, so threads of one process exclude each other too."""
+    if database is None:
+        yield
+        return
+    lock = database.with_name(database.name + ".migrate.lock")
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -25,6 +25,7 @@ import mlflow
 import pytest
 
 from app.core.access import mint_token, token_digest
+from testkit.s3 import moto_s3
 from testkit.service import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,25 +36,9 @@ pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs u
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    """A real S3-compatible server (moto's) on loopback, with the artifact bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    ).create_bucket(Bucket="ml-artifacts")
-    try:
+    """A real S3-compatible server on loopback, with the bucket."""
+    with moto_s3("ml-artifacts", key_id=KEY_ID, secret=SECRET) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

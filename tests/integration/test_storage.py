@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from app.adapters.prediction_log import PredictionLogReader
 from app.adapters.storage import ArrowStorage, open_storage, parquet_bytes, read_parquet
 from app.settings import StorageSettings
-from testkit.service import free_port
+from testkit.s3 import moto_s3
 
 pytestmark = pytest.mark.integration
 
@@ -28,25 +28,9 @@ KEY_ID, SECRET = "storage-test", "storage-test-secret"
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    """A real S3-compatible server (moto's, in memory) on a loopback port below 32768."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    ).create_bucket(Bucket="ml-service-files")
-    try:
+    """A real S3-compatible server on loopback, with the bucket."""
+    with moto_s3("ml-service-files", key_id=KEY_ID, secret=SECRET) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])
