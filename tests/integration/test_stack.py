@@ -53,7 +53,7 @@ class Stack:
 
     def settings(self) -> dict[str, str]:
         lines = (self.directory / "stack.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if line)
+        return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
     def status(self) -> tuple[int, dict[str, str]]:
         result = self.run("status", check=False)
@@ -168,11 +168,16 @@ def test_env_file_and_secrets(stack: Stack) -> None:
         "AWS_SECRET_ACCESS_KEY": "S3RVER",
         "AWS_DEFAULT_REGION": "us-east-1",
         "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         "ML_FEAST_REGISTRY_URL": f"postgresql+psycopg://{database}/feast",
         "ML_FEAST_REDIS": f"127.0.0.1:{redis}",
         "ML_STACK_PG_PORT": str(pg),
         "ML_STACK_REDIS_PORT": str(redis),
         "ML_STACK_S3_PORT": str(s3),
+        "ML_DATA_DIR": str(ROOT / "data" / "prod"),
+        "ML_AUTH__BOOTSTRAP_ADMIN_TOKEN": "true",
+        "ML_MLFLOW__ALLOWED_HOSTS": "[]",
     }
     assert stack.run("env").stdout == env_file.read_text()
     assert password not in stack.up_output
