@@ -48,6 +48,11 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     BACKEND_UNAVAILABLE = "backend_unavailable"
+    # a store is out: each names its component (readiness lists the same ones)
+    TRACKING_STORE_UNAVAILABLE = "tracking_store_unavailable"  # MLflow's database
+    STATE_STORE_UNAVAILABLE = "state_store_unavailable"  # the service's database
+    OBJECT_STORE_UNAVAILABLE = "object_store_unavailable"  # S3: artifacts and files
+    FEATURE_STORE_UNAVAILABLE = "feature_store_unavailable"  # Feast's online store
     INTERNAL = "internal_error"
 
 

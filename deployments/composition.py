@@ -202,6 +202,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     from app.adapters.serve_invoker import BackendInvoker, ServeModelInvoker, ServeTritonBackend
     from app.adapters.serve_metrics import ObservedRecorder
     from app.adapters.serving_evidence import TrafficServingEvidence
+    from app.adapters.state_database import state_ping
     from app.adapters.storage import open_storage
     from app.adapters.traffic_client import BufferedRecorder, RoutingCache, TrafficClient
     from app.adapters.vllm_backend import VllmBackend
@@ -242,6 +243,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     probes: tuple[HealthProbe, ...] = (
         RayClusterProbe(),
         PingProbe("mlflow_store", tracker.ping),
+        PingProbe("state_store", state_ping(settings.state.database_url)),
         ArtifactStoreProbe(mlflow.artifact_root),
         StorageProbe(storage),
         PingProbe("registry", registry.ping),

@@ -3,9 +3,10 @@ field, missing experiments and runs are 404."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchUtils
@@ -15,6 +16,32 @@ from app.errors import DomainError, ErrorCode, InvalidInput, NotFound, Unavailab
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
+# How boto3 (MLflow's S3 artifact repository) says the object store cannot be reached.
+_OBJECT_STORE_OUTAGE = ("Could not connect to the endpoint URL", "Connect timeout", "Read timeout")
+
+
+def store_outages(method: Callable[P, T]) -> Callable[P, T]:
+    """A method whose store outages are the domain's 503s: MLflow's database out is
+    `tracking_store_unavailable`, its artifact store (S3) out `object_store_unavailable`."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except DomainError:
+            raise
+        except Exception as exc:
+            text = str(exc)
+            if any(mark in text for mark in _OBJECT_STORE_OUTAGE):
+                log.warning("object store unavailable: %s", type(exc).__name__)
+                raise object_store_unavailable() from None
+            if isinstance(exc, MlflowException) and _is_outage(exc):
+                log.warning("MLflow store unavailable: %s", type(exc).__name__)
+                raise unavailable() from None
+            raise
+
+    return call
 
 
 def mlflow_call(fn: Callable[[], T], *, search: bool = False) -> T:
@@ -93,7 +120,13 @@ def run_not_found(experiment_id: str, run_id: str) -> NotFound:
     )
 
 
+def object_store_unavailable() -> Unavailable:
+    return Unavailable(
+        ErrorCode.OBJECT_STORE_UNAVAILABLE, "The object store (S3) is unavailable; retry shortly."
+    )
+
+
 def unavailable() -> Unavailable:
     return Unavailable(
-        ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."
+        ErrorCode.TRACKING_STORE_UNAVAILABLE, "The tracking store is unavailable; retry shortly."
     )

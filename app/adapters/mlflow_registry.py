@@ -17,6 +17,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
+from app.adapters.mlflow_errors import store_outages
 from app.core.lifecycle import SINGULAR_STAGES
 from app.core.registry import ModelSource
 from app.core.tracking import DATASET_CONTEXT_TAG, EVALUATION_TAG
@@ -47,6 +48,7 @@ class MlflowModelCatalog:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no log noise
         self._client = MlflowClient(tracking_uri, tracking_uri)
 
+    @store_outages
     def describe(self, run_id: str, artifact_path: str) -> ModelSource:
         """See `ModelCatalog.describe`."""
         run = self._run(run_id)
@@ -71,6 +73,7 @@ class MlflowModelCatalog:
             evaluation=_declared(tags.get(EVALUATION_TAG)),
         )
 
+    @store_outages
     def create_version(
         self, name: str, source: ModelSource, description: str, tags: Mapping[str, str]
     ) -> int:
@@ -85,10 +88,12 @@ class MlflowModelCatalog:
         )
         return int(version.version)
 
+    @store_outages
     def delete_version(self, name: str, version: int) -> None:
         """See `ModelCatalog.delete_version`."""
         self._client.delete_model_version(name, str(version))
 
+    @store_outages
     def mirror(
         self,
         name: str,
@@ -108,6 +113,7 @@ class MlflowModelCatalog:
             elif wanted is not None and current.get(alias) != wanted:
                 self._client.set_registered_model_alias(name, alias, str(wanted))
 
+    @store_outages
     def aliases(self, name: str) -> dict[str, int]:
         """See `ModelCatalog.aliases`."""
         model = self._client.get_registered_model(name)

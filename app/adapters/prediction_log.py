@@ -31,6 +31,7 @@ import pandas as pd
 from app.adapters.storage import parquet_bytes
 from app.core.drift import PREDICTION
 from app.core.model_io import RowBlock
+from app.errors import Unavailable
 from app.ports.storage import Storage
 
 PREFIX = "predictions"
@@ -147,7 +148,20 @@ class PredictionLog:
         async with self._writing:
             buffer, self._buffer, self._buffered = self._buffer, defaultdict(list), 0
             if buffer:
-                await asyncio.to_thread(self._write, buffer)
+                unwritten = await asyncio.to_thread(self._write, buffer)
+                self._keep(unwritten)
+
+    def _keep(self, unwritten: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+        """Put what the store could not take (an outage) back in front of the buffer, to
+        be written when it returns; up to `max_buffered_rows`, then dropped and counted."""
+        for key, requests in unwritten.items():
+            rows = sum(len(r["predictions"]) for r in requests)
+            if self._buffered + rows > self._max_buffered_rows:
+                self.dropped += rows
+                log.warning("%d predictions of %s v%d dropped: store out, buffer full", rows, *key)
+                continue
+            self._buffer[key][:0] = requests
+            self._buffered += rows
 
     async def _run(self) -> None:
         while True:
@@ -163,7 +177,11 @@ class PredictionLog:
             except Exception:
                 log.exception("prediction log write failed")
 
-    def _write(self, buffer: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+    def _write(
+        self, buffer: dict[tuple[str, int], list[dict[str, Any]]]
+    ) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """Write each version's batch; the batches the store was out for, to keep."""
+        unwritten: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for (model, version), requests in buffer.items():
             try:  # one version's odd batch never costs the others theirs
                 frame = log_frame(requests)
@@ -172,12 +190,17 @@ class PredictionLog:
                 name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
                 key = f"{PREFIX}/model={model}/version={version}/{name}"
                 self._storage.write_bytes(key, parquet_bytes(frame))
+            except Unavailable:
+                unwritten[(model, version)] = requests
+                log.warning("prediction log: store unavailable, %s v%d kept", model, version)
+                continue
             except Exception:
                 self.dropped += sum(len(r["predictions"]) for r in requests)
                 log.exception("predictions of %s v%d not logged (dropped)", model, version)
                 continue
             self.written += len(frame)
             log.debug("logged %d predictions of %s v%d", len(frame), model, version)
+        return unwritten
 
 
 def log_frame(requests: list[dict[str, Any]]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ one: a crashed migration cannot leave it held) or, for a SQLite file, an exclusi
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -21,6 +21,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
+from app.errors import ErrorCode, Unavailable
 
 MIGRATIONS_DIR = Path(__file__).with_name("state_migrations")
 BASELINE = "0001"  # the schema of the release before migrations (0231c5a)
@@ -39,10 +41,53 @@ def state_engine(url: str, metadata: sa.MetaData) -> sa.Engine:
     database = _sqlite_file(sa.make_url(url))
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, future=True)
+    engine_url = sa.make_url(url)
+    engine = sa.create_engine(
+        engine_url,
+        future=True,
+        pool_pre_ping=True,  # a restarted server's dead pooled connections are replaced
+        connect_args=_connect_args(engine_url),
+    )
+    if engine_url.get_backend_name() != "sqlite":
+        sa.event.listen(engine, "handle_error", _outage_as_unavailable)
     upgrade_state_database(engine)
     _check_tables(engine, metadata)
     return engine
+
+
+CONNECT_TIMEOUT_S = 5  # a server that does not answer is an outage after this long
+
+
+def _connect_args(url: sa.URL) -> dict[str, object]:
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg2":
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
+def _outage_as_unavailable(context: sa.engine.ExceptionContext) -> None:
+    """A database server that cannot be reached (refused, dropped, timed out) is the
+    service database's outage: 503 `state_store_unavailable`, retried by the client; the
+    transaction it interrupted was rolled back, so nothing is half written."""
+    if context.is_disconnect or isinstance(context.sqlalchemy_exception, sa.exc.OperationalError):
+        raise Unavailable(
+            ErrorCode.STATE_STORE_UNAVAILABLE,
+            "The service database is unavailable; retry shortly.",
+        ) from context.original_exception
+
+
+def state_ping(url: str) -> Callable[[], None]:
+    """A readiness check of the service database on its own small engine (one pooled
+    connection, checked before use): no migration, no table touched."""
+    engine_url = sa.make_url(url)
+    engine = sa.create_engine(
+        engine_url, pool_size=1, pool_pre_ping=True, connect_args=_connect_args(engine_url)
+    )
+
+    def ping() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    return ping
 
 
 def upgrade_state_database(engine: sa.Engine) -> bool:

@@ -9,19 +9,49 @@ temporary name and renamed; an S3 object appears only once its upload completes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 
+from app.errors import ErrorCode, Unavailable
 from app.ports.storage import StoredFile
 from app.settings import StorageSettings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# How pyarrow's S3 client says the server could not be reached (AWS SDK error kinds).
+_OUTAGE_MARKS = ("NETWORK_CONNECTION", "curlCode", "REQUEST_TIMEOUT", "SERVICE_UNAVAILABLE")
+
+
+def _outage_as_unavailable(method: Callable[P, R]) -> Callable[P, R]:
+    """An object store that cannot be reached is 503 `object_store_unavailable` (a
+    missing file stays FileNotFoundError): callers tell an outage from a bad key."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or not any(
+                mark in str(exc) for mark in _OUTAGE_MARKS
+            ):
+                raise
+            raise Unavailable(
+                ErrorCode.OBJECT_STORE_UNAVAILABLE,
+                "The object store (S3) is unavailable; retry shortly.",
+            ) from exc
+
+    return call
+
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,10 +144,12 @@ class ArrowStorage:
             return pafs.LocalFileSystem(), location
         return self._fs, self._path(location)
 
+    @_outage_as_unavailable
     def exists(self, key: str) -> bool:
         """See `Storage.exists`."""
         return bool(self._fs.get_file_info(self._path(key)).type != pafs.FileType.NotFound)
 
+    @_outage_as_unavailable
     def read_bytes(self, key: str) -> bytes:
         """See `Storage.read_bytes`."""
         path = self._path(key)
@@ -126,6 +158,7 @@ class ArrowStorage:
         with self._fs.open_input_stream(path) as stream:
             return bytes(stream.read())
 
+    @_outage_as_unavailable
     def write_bytes(self, key: str, data: bytes) -> None:
         """See `Storage.write_bytes`."""
         path = self._path(key)
@@ -143,6 +176,7 @@ class ArrowStorage:
             if self._fs.get_file_info(temporary).type != pafs.FileType.NotFound:
                 self._fs.delete_file(temporary)
 
+    @_outage_as_unavailable
     def files(self, prefix: str) -> list[StoredFile]:
         """See `Storage.files`."""
         selector = pafs.FileSelector(self._path(prefix), recursive=True, allow_not_found=True)
@@ -153,11 +187,13 @@ class ArrowStorage:
         ]
         return sorted(found, key=lambda f: f.key)
 
+    @_outage_as_unavailable
     def children(self, prefix: str) -> list[str]:
         """See `Storage.children`."""
         selector = pafs.FileSelector(self._path(prefix), recursive=False, allow_not_found=True)
         return sorted(info.base_name for info in self._fs.get_file_info(selector))
 
+    @_outage_as_unavailable
     def delete(self, key: str) -> None:
         """See `Storage.delete`."""
         path = self._path(key)
@@ -167,6 +203,7 @@ class ArrowStorage:
         elif kind == pafs.FileType.File:
             self._fs.delete_file(path)
 
+    @_outage_as_unavailable
     def digest(self, location: str) -> str:
         """See `Storage.digest` (a directory: its parquet files, as a dataset is read)."""
         filesystem, path = self.locate(location)
@@ -189,6 +226,7 @@ class ArrowStorage:
                     digest.update(block)
         return digest.hexdigest()[:16]
 
+    @_outage_as_unavailable
     def local_directory(self, prefix: str) -> Path:
         """See `Storage.local_directory`: with an S3 root, the files under `prefix` are
         copied into the node-local cache (those already there with the same size stay)."""

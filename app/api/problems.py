@@ -197,7 +197,10 @@ _EXAMPLES: Mapping[int, tuple[ErrorCode, str]] = {
     413: (ErrorCode.PAYLOAD_TOO_LARGE, "The request body is over 16777216 bytes."),
     422: (ErrorCode.VALIDATION_FAILED, "name: String should have at least 1 character"),
     502: (ErrorCode.PREDICTION_FAILED, "The model failed on this input (see the service log)."),
-    503: (ErrorCode.BACKEND_UNAVAILABLE, "The tracking store is unavailable; retry shortly."),
+    503: (
+        ErrorCode.TRACKING_STORE_UNAVAILABLE,
+        "The tracking store is unavailable; retry shortly.",
+    ),
 }
 _DESCRIPTIONS: Mapping[int, str] = {
     401: "No bearer token, or an unknown one.",
@@ -207,7 +210,11 @@ _DESCRIPTIONS: Mapping[int, str] = {
     413: "The body is too large.",
     422: "A field is invalid; `errors` lists every failing field.",
     502: "The model failed while answering.",
-    503: "A backend is unavailable; retry.",
+    503: "A backend or store is unavailable; retry. The code names it: "
+    "`backend_unavailable` (an engine or actor), `tracking_store_unavailable` (MLflow's "
+    "database), `state_store_unavailable` (the service's database), "
+    "`object_store_unavailable` (S3: artifacts and files), `feature_store_unavailable` "
+    "(Feast's online store).",
 }
 
 

@@ -79,6 +79,7 @@ def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
         assert components == {
             "ray": "ok",
             "mlflow_store": "ok",
+            "state_store": "ok",
             "artifact_store": "ok",
             "storage": "ok",
             "registry": "ok",

@@ -19,6 +19,7 @@ from app.adapters.prediction_log import (
 )
 from app.adapters.storage import ArrowStorage, open_storage
 from app.core.drift import PREDICTION
+from app.errors import ErrorCode, Unavailable
 from app.settings import StorageSettings
 
 
@@ -126,3 +127,60 @@ def test_requests_with_other_columns_share_a_batch(storage: ArrowStorage, tmp_pa
     asyncio.run(scenario())
     frame = read_window(storage, "m", 1, since=0)
     assert frame["a"].tolist() == [1.0, 2.0] and frame["b"].tolist() == [None, "x"]
+
+
+class OutageStorage:
+    """The real local storage, out (503 `object_store_unavailable`) while `out` is set,
+    as the S3 storage is when its server is down (tests/e2e/test_production.py)."""
+
+    def __init__(self, storage: ArrowStorage) -> None:
+        self.storage, self.out = storage, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if self.out:
+            raise Unavailable(ErrorCode.OBJECT_STORE_UNAVAILABLE, "out")
+        self.storage.write_bytes(key, data)
+
+
+def test_rows_wait_in_memory_for_a_store_outage_to_end(storage: ArrowStorage) -> None:
+    flaky = OutageStorage(storage)
+
+    async def scenario() -> PredictionLog:
+        log = PredictionLog(flaky, sample_rate=lambda _: 1.0, flush_s=60)  # type: ignore[arg-type]
+        log.record("churn", 1, "primary", "r0", [[1.0]], [0])
+        await log.flush()  # the store is out: kept
+        assert log.written == 0 and log.dropped == 0
+        log.record("churn", 1, "primary", "r1", [[2.0]], [1])
+        flaky.out = False
+        await log.flush()
+        return log
+
+    log = asyncio.run(scenario())
+    assert log.written == 2 and log.dropped == 0
+    frame = read_window(storage, "churn", 1, since=0)
+    assert list(frame["request_id"]) == ["r0", "r1"]  # in the order they were served
+
+
+def test_an_outage_longer_than_the_buffer_drops_and_counts(storage: ArrowStorage) -> None:
+    flaky = OutageStorage(storage)
+
+    async def scenario() -> PredictionLog:
+        log = PredictionLog(
+            flaky,  # type: ignore[arg-type]
+            sample_rate=lambda _: 1.0,
+            flush_s=60,
+            max_buffered_rows=3,
+        )
+        for i in range(3):
+            log.record("churn", 1, "primary", f"r{i}", [[1.0]], [0])
+            await log.flush()
+        log.record("churn", 1, "primary", "r3", [[1.0]], [0])  # over the cap: dropped
+        flaky.out = False
+        await log.flush()
+        return log
+
+    log = asyncio.run(scenario())
+    assert (log.written, log.dropped) == (3, 1)
