@@ -1,4 +1,8 @@
-"""Errors as RFC 9457 `application/problem+json`: the only place that knows HTTP statuses."""
+"""Errors as RFC 9457 `application/problem+json`: the only place that knows HTTP statuses.
+
+Every body's text (`detail`, field messages, context values) goes through `redact`: an
+adapter's error may quote a message that holds a connection URL with its password.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.schemas.common import FieldErrorOut, Problem
 from app.errors import DomainError, ErrorCode, FieldError
 from app.jobs.spec import JOB_KIND_TAGS
+from app.settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +65,34 @@ def problem_body(
     field_errors: Iterable[FieldError] = (),
     context: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of a problem response."""
+    """The JSON body of a problem response, without secrets."""
     errors = [
-        FieldErrorOut(field=e.field, location=e.location, message=e.message, type=e.kind)
+        FieldErrorOut(field=e.field, location=e.location, message=redact(e.message), type=e.kind)
         for e in field_errors
     ]
     problem = Problem(
         type=f"urn:ml-service:problem:{code.value}",
         title=code.value.replace("_", " ").capitalize(),
         status=status,
-        detail=detail,
+        detail=redact(detail),
         instance=instance,
         code=code,
         request_id=request_id,
         errors=errors or None,
-        context=dict(context) if context else None,
+        context={key: _redacted(value) for key, value in context.items()} if context else None,
     )
     return problem.model_dump(mode="json", exclude_none=True)
+
+
+def _redacted(value: Any) -> Any:
+    """A context value with its text redacted, nested mappings and sequences too."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def problem_response(

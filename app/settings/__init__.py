@@ -3,6 +3,9 @@
 
     settings = load_settings("configs", "dev")
     settings.serving.triton.start_timeout_s
+
+Secrets (database passwords, S3 keys, tokens) come from the environment or from files
+(`ML_<NAME>_FILE`), and `redact` keeps them out of log lines and error bodies.
 """
 
 from app.settings.lifecycle import (
@@ -29,6 +32,13 @@ from app.settings.platform import (
     TokenEntry,
     TrainingSettings,
 )
+from app.settings.secrets import (
+    MASK,
+    redact,
+    remember_environment,
+    remember_secrets,
+    remember_settings,
+)
 from app.settings.section import Section, SettingsError
 from app.settings.serving import (
     AbTestSettings,
@@ -42,6 +52,7 @@ from app.settings.serving import (
 __all__ = [
     "ENV_NESTING",
     "ENV_PREFIX",
+    "MASK",
     "AbTestSettings",
     "ApiSettings",
     "AuthSettings",
@@ -65,5 +76,9 @@ __all__ = [
     "TrainingSettings",
     "TritonSettings",
     "load_settings",
+    "redact",
+    "remember_environment",
+    "remember_secrets",
+    "remember_settings",
     "settings_fingerprint",
 ]

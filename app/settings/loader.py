@@ -1,10 +1,12 @@
 """The service's settings: pydantic-settings over layered YAML files and the environment.
 
 Precedence, highest first: explicit overrides > environment (`ML_` prefix, `__` for
-nesting, e.g. `ML_MLFLOW__TRACKING_URI`) > `configs/<env>.yaml` > `configs/base.yaml`
-> field defaults. Settings are built once, in the application builder, by
-`load_settings`; nothing here runs at import time. A bad value fails the build with
-the file (or environment variable) it came from in the message.
+nesting, e.g. `ML_MLFLOW__TRACKING_URI`; any of them as `<NAME>_FILE`, naming a file
+that holds the value: see `app.settings.environment`) > `configs/<env>.yaml` >
+`configs/base.yaml` > field defaults. Settings are built once, in the application
+builder, by `load_settings`; nothing here runs at import time. A bad value fails the
+build with the file (or environment variable) it came from in the message. The secrets
+of the settings it loads are made known to `redact` (see `app.settings.secrets`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.settings.environment import FILE_SUFFIX, EnvironmentWithFiles
 from app.settings.lifecycle import DiagnosticsSettings, MonitoringSettings, RegistrySettings
 from app.settings.platform import (
     ApiSettings,
@@ -31,6 +34,12 @@ from app.settings.platform import (
     StateSettings,
     StorageSettings,
     TrainingSettings,
+)
+from app.settings.secrets import (
+    redact,
+    remember_environment,
+    remember_settings,
+    with_password,
 )
 from app.settings.section import SettingsError
 from app.settings.serving import ServingSettings
@@ -95,24 +104,29 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        del dotenv_settings, file_secret_settings  # not used: YAML files are the file layer
-        return init_settings, env_settings, _YamlLayers(settings_cls)
+        # not used: YAML files are the file layer, `*_FILE` variables the secret files
+        del env_settings, dotenv_settings, file_secret_settings
+        return init_settings, EnvironmentWithFiles(settings_cls), _YamlLayers(settings_cls)
 
     def resolved(self) -> Settings:
         """Fill the values that derive from `data_dir` (empty URIs, relative paths), with
-        absolute paths: after this every section is complete as typed."""
+        absolute paths, and fold separately given passwords into their URLs: after this
+        every section is complete as typed."""
         data_dir = self.data_dir.expanduser().resolve()
         mlflow_dir = data_dir / "mlflow"
+        tracking_uri = self.mlflow.tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
         mlflow = self.mlflow.model_copy(
             update={
-                "tracking_uri": self.mlflow.tracking_uri or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                "tracking_uri": _with(self.mlflow.tracking_password, tracking_uri),
+                "tracking_password": None,
                 "artifact_root": self.mlflow.artifact_root or str(mlflow_dir / "artifacts"),
             }
         )
+        database_url = self.state.database_url or f"sqlite:///{data_dir / 'state' / 'service.db'}"
         state = self.state.model_copy(
             update={
-                "database_url": self.state.database_url
-                or f"sqlite:///{data_dir / 'state' / 'service.db'}"
+                "database_url": _with(self.state.database_password, database_url),
+                "database_password": None,
             }
         )
         storage = self.storage.model_copy(
@@ -156,6 +170,11 @@ class Settings(BaseSettings):
         )
 
 
+def _with(password: SecretStr | None, url: str) -> str:
+    """`url` with the password given apart from it (checked when the section was built)."""
+    return with_password(url, password.get_secret_value()) if password else url
+
+
 def _under(base: Path, path: Path) -> Path:
     """`path` made absolute: relative paths are taken from `base`."""
     return (base / path.expanduser()).resolve()
@@ -194,7 +213,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+        # the message quotes the offending line, which may hold a URL with its password
+        raise SettingsError(f"{path}: not valid YAML: {redact(str(exc))}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: must be a mapping of settings, got {type(data).__name__}")
     return data
@@ -235,11 +255,14 @@ def load_settings(
         raise SettingsError(f"{layer}: no such configuration layer (known: {', '.join(known)})")
     layers = ((base, _read_yaml(base)), (layer, _read_yaml(layer)))
     init = {"env": env, **(overrides or {})}
+    remember_environment()
     with _layers(layers):
         try:
-            return Settings(**init).resolved()
+            settings = Settings(**init).resolved()
         except ValidationError as exc:
             raise SettingsError(_describe(exc, layers, init)) from None
+    remember_settings(settings)
+    return settings
 
 
 def settings_fingerprint(*parts: BaseModel | str) -> str:
@@ -269,8 +292,11 @@ def _origin(
         return "explicit override"
     for depth in range(len(loc), 0, -1):
         name = ENV_PREFIX + ENV_NESTING.join(loc[:depth]).upper()
-        if any(key.upper() == name for key in os.environ):
-            return f"environment variable {name}"
+        for key, value in os.environ.items():
+            if key.upper() == name:
+                return f"environment variable {name}"
+            if key.upper() == name + FILE_SUFFIX:
+                return f"file {value} (environment variable {key.upper()})"
     for path, data in reversed(layers):
         if _contains(data, loc):
             return str(path)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from app.core.access import Role
+from app.settings.secrets import with_password
 from app.settings.section import Section
 
 
@@ -64,6 +65,11 @@ class MlflowSettings(Section):
         default="",
         description="Backend store URI; empty: SQLite in `<data_dir>/mlflow/mlflow.db`.",
     )
+    tracking_password: SecretStr | None = Field(
+        default=None,
+        description="The password of `tracking_uri`'s user, kept out of the URI (e.g. "
+        "`ML_MLFLOW__TRACKING_PASSWORD_FILE=/run/secrets/mlflow-db`); folded into it on load.",
+    )
     artifact_root: str = Field(
         default="",
         description="Artifact root (path or s3://...); empty: `<data_dir>/mlflow/artifacts`.",
@@ -85,6 +91,13 @@ class MlflowSettings(Section):
             raise ValueError("must be a URI such as sqlite:///path or postgresql://host/db")
         return value
 
+    @field_validator("tracking_password")
+    @classmethod
+    def _tracking_password_fits(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        return _fits(value, info.data.get("tracking_uri"), "tracking_uri")
+
 
 class StateSettings(Section):
     """The service's own state store (stages, traffic, audit, alerts)."""
@@ -93,6 +106,28 @@ class StateSettings(Section):
         default="",
         description="SQLAlchemy URL; empty: SQLite in `<data_dir>/state/service.db`.",
     )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="The password of `database_url`'s user, kept out of the URL (e.g. "
+        "`ML_STATE__DATABASE_PASSWORD_FILE=/run/secrets/state-db`); folded into it on load.",
+    )
+
+    @field_validator("database_password")
+    @classmethod
+    def _database_password_fits(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        return _fits(value, info.data.get("database_url"), "database_url")
+
+
+def _fits(password: SecretStr | None, url: str | None, url_field: str) -> SecretStr | None:
+    """A separate password needs a URL with a user name and no password of its own."""
+    if password is None or url is None:  # url None: it failed validation itself
+        return password
+    if not url:
+        raise ValueError(f"needs `{url_field}` set: the embedded SQLite store has no password")
+    with_password(url, password.get_secret_value())
+    return password
 
 
 class StorageSettings(Section):
@@ -148,8 +183,10 @@ class FeatureSettings(Section):
     )
     data_dir: Path = Field(
         default=Path("feast"),
-        description="The feature store's embedded files (registry, online SQLite, offline "
-        "parquet); relative: to `data_dir`.",
+        description="The embedded registry and online SQLite (`${ML_FEAST_DIR}` in "
+        "feature_store.yaml; unused by the production config); relative: to `data_dir`. "
+        "The offline parquet lives in the storage's `feast/` (read through "
+        "`<storage.cache_dir>/feast` when the storage is S3).",
     )
     config_file: str = Field(
         default="feature_store.yaml",
@@ -160,4 +197,12 @@ class FeatureSettings(Section):
     )
     catalog_ttl_s: float = Field(
         default=5.0, gt=0, description="How long a replica reuses a catalog read."
+    )
+    online_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Connect and read timeout of a Redis online store, unless its connection "
+        "string sets `socket_connect_timeout`/`socket_timeout`: a stopped Redis makes reads "
+        "fail (503) and the health probe report down within it.",
     )

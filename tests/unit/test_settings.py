@@ -131,3 +131,123 @@ def test_plaintext_token_is_refused(configs: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(SettingsError) as failed:
         load_settings(configs, "dev")
     assert "ML_AUTH__TOKENS" in str(failed.value)
+
+
+# -- secrets from files ----------------------------------------------------------------
+
+
+def test_a_setting_comes_from_the_file_its_FILE_variable_names(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql+psycopg2://ml:s3cret-from-file@db:5432/ml"
+    secret = write(tmp_path, "db_url", url + "\n")  # as `kubectl create secret` writes it
+    monkeypatch.setenv("ML_STATE__DATABASE_URL_FILE", str(secret))
+    monkeypatch.setenv("ML_API__MAX_PAGE_SIZE_FILE", str(write(tmp_path, "size", "70\n\n")))
+    settings = load_settings(configs, "dev")
+    assert settings.state.database_url == url
+    assert settings.api.max_page_size == 70
+
+
+def test_a_FILE_variable_takes_the_environment_precedence(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(configs, "dev.yaml", "api:\n  default_page_size: 20\n")
+    monkeypatch.setenv("ML_API__DEFAULT_PAGE_SIZE_FILE", str(write(tmp_path, "size", "30")))
+    assert load_settings(configs, "dev").api.default_page_size == 30  # over the files
+    overridden = load_settings(configs, "dev", {"api": {"default_page_size": 40}})
+    assert overridden.api.default_page_size == 40  # under explicit values
+
+
+def test_complex_values_come_from_files_too(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = "cd" * 32
+    entries = f'[{{"name": "ci", "roles": ["viewer"], "sha256": "{digest}"}}]'
+    monkeypatch.setenv("ML_AUTH__TOKENS_FILE", str(write(tmp_path, "tokens.json", entries)))
+    assert [t.sha256 for t in load_settings(configs, "dev").auth.tokens] == [digest]
+
+
+def test_a_setting_named_FILE_is_an_ordinary_variable(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ML_AUTH__ADMIN_TOKEN_FILE", str(tmp_path / "no-such-file"))
+    monkeypatch.setenv("ML_FEATURES__CONFIG_FILE", "feature_store.prod.yaml")
+    settings = load_settings(configs, "dev")
+    assert settings.auth.admin_token_file == tmp_path / "no-such-file"
+    assert settings.features.config_file == "feature_store.prod.yaml"
+
+
+def test_a_variable_and_its_FILE_both_set_is_refused(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ML_STATE__DATABASE_URL", "postgresql://ml@db/ml")
+    monkeypatch.setenv("ML_STATE__DATABASE_URL_FILE", str(write(tmp_path, "url", "x")))
+    with pytest.raises(SettingsError) as failed:
+        load_settings(configs, "dev")
+    message = str(failed.value)
+    assert "ML_STATE__DATABASE_URL and ML_STATE__DATABASE_URL_FILE are both set" in message
+
+
+def test_a_missing_file_names_the_variable_and_the_path(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "secrets" / "db_url"
+    monkeypatch.setenv("ML_STATE__DATABASE_URL_FILE", str(missing))
+    with pytest.raises(SettingsError) as failed:
+        load_settings(configs, "dev")
+    message = str(failed.value)
+    assert "ML_STATE__DATABASE_URL_FILE" in message and str(missing) in message
+    assert "No such file" in message
+
+
+def test_a_bad_value_from_a_file_names_the_file(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = write(tmp_path, "uri", "not-a-uri-but-a-s3cret\n")
+    monkeypatch.setenv("ML_MLFLOW__TRACKING_URI_FILE", str(bad))
+    with pytest.raises(SettingsError) as failed:
+        load_settings(configs, "dev")
+    message = str(failed.value)
+    assert f"file {bad} (environment variable ML_MLFLOW__TRACKING_URI_FILE)" in message
+    assert "mlflow.tracking_uri" in message and "s3cret" not in message
+
+
+def test_a_password_given_apart_is_folded_into_its_url(
+    configs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(configs, "prod.yaml", "state:\n  database_url: postgresql://ml@db:5432/ml\n")
+    monkeypatch.setenv("ML_STATE__DATABASE_PASSWORD_FILE", str(write(tmp_path, "pw", "p@ss/1\n")))
+    state = load_settings(configs, "prod").state
+    assert state.database_url == "postgresql://ml:p%40ss%2F1@db:5432/ml"
+    assert state.database_password is None  # folded in: the section is complete as typed
+    assert "p%40ss" not in repr(state)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("", "needs `database_url` set"),
+        ("postgresql://db:5432/ml", "needs a URL with a user name"),
+        ("postgresql://ml:old@db:5432/ml", "password already"),
+    ],
+)
+def test_a_password_apart_needs_a_url_to_go_into(
+    configs: Path, monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("ML_STATE__DATABASE_URL", url)
+    monkeypatch.setenv("ML_STATE__DATABASE_PASSWORD", "pw")
+    with pytest.raises(SettingsError) as failed:
+        load_settings(configs, "dev")
+    message = str(failed.value)
+    assert "environment variable ML_STATE__DATABASE_PASSWORD" in message and problem in message
+    assert "old" not in message
+
+
+def test_settings_repr_shows_no_url_password(
+    configs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ML_MLFLOW__TRACKING_URI", "postgresql://mlflow:c0rrect-h0rse@db/mlflow")
+    settings = load_settings(configs, "dev")
+    assert settings.mlflow.tracking_uri == "postgresql://mlflow:c0rrect-h0rse@db/mlflow"
+    assert "c0rrect-h0rse" not in repr(settings) and "c0rrect-h0rse" not in str(settings)
+    assert "tracking_uri='postgresql://mlflow:***@db/mlflow'" in repr(settings.mlflow)
