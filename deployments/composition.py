@@ -155,20 +155,30 @@ def training_jobs(settings: Settings, registry: Any, features: Features | None =
     )
 
 
-def feature_store(settings: Settings) -> Any:
-    """The Feast feature store of these settings (`FeastFeatures`; imports Feast)."""
-    from app.adapters.feast_store import FeastFeatures
+def feature_store(settings: Settings, storage: Any = None) -> Any:
+    """The Feast feature store of these settings (`FeastFeatures`; imports Feast), its
+    offline data in the file storage (`storage`, else the settings' own)."""
+    from app.adapters.feast_store import FeastFeatures, OfflineFiles
+    from app.adapters.storage import open_storage
 
     features = settings.features
-    return FeastFeatures(features.repo_dir, features.data_dir, features.config_file)
+    offline = OfflineFiles(storage or open_storage(settings.storage), settings.storage.cache_dir)
+    return FeastFeatures(
+        features.repo_dir,
+        features.data_dir,
+        features.config_file,
+        offline=offline,
+        online_timeout_s=features.online_timeout_s,
+    )
 
 
-def features(settings: Settings) -> Features | None:
-    """The features use case (None: off), its Feast catalog warmed up off the request
-    path (Feast's import and first registry read take seconds)."""
+def features(settings: Settings, store: Any = None) -> Features | None:
+    """The features use case over `store` (default: the settings' Feast store; None: off),
+    its Feast catalog warmed up off the request path (Feast's import and first registry
+    read take seconds)."""
     if not settings.features.enabled:
         return None
-    store = feature_store(settings)
+    store = store if store is not None else feature_store(settings)
     threading.Thread(target=store.catalog, name="feast-warmup", daemon=True).start()
     return Features(store, settings.features.catalog_ttl_s)
 
@@ -192,6 +202,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     """The use cases of an ingress replica."""
     from app.adapters.health_probes import (
         ArtifactStoreProbe,
+        FeatureOnlineStoreProbe,
         PingProbe,
         RayClusterProbe,
         StorageProbe,
@@ -229,7 +240,8 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
     backends = Backends(triton, llm, tables, retire_after_s=serving.drain_window_s)
     observed = ObservedRecorder(recorder)
     signatures = MlflowSignatures(mlflow.tracking_uri)
-    feature_use_case = features(settings)
+    feast = feature_store(settings, storage) if settings.features.enabled else None
+    feature_use_case = features(settings, feast)
     monitoring, log, monitor_background = _monitoring(settings, peers, traffic, storage)
     predictor = Predictor(
         tables,
@@ -249,6 +261,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         PingProbe("registry", registry.ping),
         PingProbe("traffic", traffic.ping),
         *([PingProbe("monitor", monitoring.ping)] if monitoring is not None else []),
+        *([FeatureOnlineStoreProbe(feast.ping)] if feast is not None else []),
     )
     gateway = LlmGateway(tables, llm, observed)
     return Services(

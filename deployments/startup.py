@@ -8,13 +8,11 @@ owner-only file, as Jupyter does) and says where it is. The token itself is neve
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
+from app.adapters.local_files import exclusive
 from app.adapters.mlflow_store import prepare_mlflow_store
 from app.core.access import Role, mint_token, token_digest
 from app.settings import Settings, SettingsError, TokenEntry
@@ -35,7 +33,7 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
     """
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _exclusive(data_dir / ".prepare.lock"):
+    with exclusive(data_dir / ".prepare.lock"):
         prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
         if settings.features.enabled:
             feature_store(settings).start(demo_data=settings.features.demo_data)
@@ -68,16 +66,6 @@ def _ensure_token_file(path: Path) -> str:
     if not token:
         raise SettingsError(f"{path}: the admin token file is empty; delete it to regenerate")
     return token_digest(token)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _announce(token_file: Path) -> None:

@@ -1,5 +1,5 @@
 """Health probes of what the service stands on: MLflow's stores, the file storage, the
-actors, Ray."""
+feature store's online store, the actors, Ray."""
 
 from __future__ import annotations
 
@@ -103,6 +103,26 @@ class StorageProbe:
         finally:
             self._storage.delete(key)
         return self._storage.root.split("://", 1)[0] if "://" in self._storage.root else "local"
+
+
+class FeatureOnlineStoreProbe:
+    """The feature store's online store (Redis in production) answers a read of one
+    entity key; required, as predictions by entity key and `/features/serve` need it.
+
+    Args:
+        read: reads one key (a value or none: either way the store answered) and returns
+            the store's type; raises when the store cannot answer. Its client's timeouts
+            bound it (`features.online_timeout_s`), well within `/health`'s own limit.
+    """
+
+    name = "feature_online_store"
+
+    def __init__(self, read: Callable[[], str]) -> None:
+        self._read = read
+
+    def probe(self) -> ComponentHealth:
+        """See `HealthProbe.probe`."""
+        return _timed(self.name, self._read)
 
 
 class RayClusterProbe:

@@ -10,7 +10,6 @@ one: a crashed migration cannot leave it held) or, for a SQLite file, an exclusi
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -22,6 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from app.adapters.local_files import exclusive
 from app.errors import ErrorCode, Unavailable
 
 MIGRATIONS_DIR = Path(__file__).with_name("state_migrations")
@@ -192,10 +192,5 @@ def _file_lock(database: Path | None) -> Iterator[None]:
     if database is None:
         yield
         return
-    lock = database.with_name(database.name + ".migrate.lock")
-    with open(lock, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(database.with_name(database.name + ".migrate.lock")):
+        yield

@@ -77,13 +77,19 @@ class JobContext:
         return self.environment.artifact_root
 
     def feature_store(self) -> Any:
-        """The service's Feast feature store (`FeastFeatures`)."""
+        """The service's Feast feature store (`FeastFeatures`), its offline data read from
+        the storage through this node's cache."""
         from pathlib import Path
 
-        from app.adapters.feast_store import FeastFeatures
+        from app.adapters.feast_store import FeastFeatures, OfflineFiles
 
         env = self.environment
-        return FeastFeatures(Path(env.feature_repo), Path(env.feature_dir), env.feature_config)
+        return FeastFeatures(
+            Path(env.feature_repo),
+            Path(env.feature_dir),
+            env.feature_config,
+            offline=OfflineFiles(self.storage, env.storage.cache_dir),
+        )
 
     @property
     def client(self) -> MlflowClient:

@@ -1,9 +1,10 @@
 """The demo churn feature repository: one entity, a feature view with a TTL over customer
 snapshots, an on-demand transformation and two feature services.
 
-Data (written by `app.samples.feature_snapshots` on the service's first start) lives under
-ML_FEAST_DIR: `customer_stats.parquet` holds a daily snapshot per customer with its
-`event_timestamp`.
+Data (written by `app.samples.feature_snapshots` on the service's first start) lives in the
+file storage's `feast/`; the service points ML_FEAST_DIR at a local directory holding it
+(the storage's own, or a node-local copy of an S3 one): `customer_stats.parquet` holds a
+daily snapshot per customer with its `event_timestamp`.
 """
 
 from __future__ import annotations

@@ -7,107 +7,24 @@ data must survive a restart of that server. No Ray here.
 from __future__ import annotations
 
 import contextlib
-import os
-import random
 import re
-import shutil
-import socket
 import stat
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg2
 import pytest
 
+from testkit.stack import ROOT, Stack, listening, local_stack
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-STACK = ROOT / "scripts" / "stack"
-NAMES = ("postgres", "redis", "s3")
-
-
-@dataclass
-class Stack:
-    directory: Path
-    ports: dict[str, int]
-    environ: dict[str, str]
-    up_output: str
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(STACK), *args],
-            env=self.environ,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if check:
-            assert result.returncode == 0, f"scripts/stack {' '.join(args)}: {result.stderr}"
-        return result
-
-    def settings(self) -> dict[str, str]:
-        lines = (self.directory / "stack.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-    def status(self) -> tuple[int, dict[str, str]]:
-        result = self.run("status", check=False)
-        states = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
-        return result.returncode, states
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports in 20000-29999 (below the kernel's outgoing source ports)."""
-    candidates = random.sample(range(20000, 30000), 200)
-    ports = [port for port in candidates if _port_free(port)][:count]
-    assert len(ports) == count, "no free ports in 20000-29999"
-    return ports
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    # Under /tmp (open to the `postgres` user when run as root) and short (a unix socket path
-    # must fit in 107 bytes).
-    directory = Path(tempfile.mkdtemp(prefix="ml-stack-", dir="/tmp"))
-    ports = dict(zip(NAMES, _free_ports(3), strict=True))
-    environ = {
-        **os.environ,
-        "ML_STACK_DIR": str(directory),
-        "ML_STACK_PG_PORT": str(ports["postgres"]),
-        "ML_STACK_REDIS_PORT": str(ports["redis"]),
-        "ML_STACK_S3_PORT": str(ports["s3"]),
-    }
-    started = Stack(directory, ports, environ, up_output="")
-    try:
-        result = started.run("up")
-        started.up_output = result.stdout + result.stderr
+    with local_stack() as started:  # its teardown checks every server stopped, ports closed
         yield started
-    finally:
-        started.run("down", check=False)
-        code, states = started.status()
-        shutil.rmtree(directory, ignore_errors=True)
-        assert code == 3 and set(states.values()) == {"stopped"}, states
-        assert not any(_listening(port) for port in ports.values())
 
 
 def _pg_connect(url: str) -> Any:
@@ -123,30 +40,6 @@ def _sql(url: str, statement: str, *params: str) -> list[tuple[object, ...]]:
         with connection, connection.cursor() as cursor:
             cursor.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
-
-
-def _redis(stack: Stack, *args: str) -> str:
-    redis_cli = shutil.which("redis-cli")
-    assert redis_cli, "scripts/stack up installs redis-server (with redis-cli)"
-    result = subprocess.run(
-        [redis_cli, "-h", "127.0.0.1", "-p", str(stack.ports["redis"]), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
-def _s3(stack: Stack) -> Any:
-    settings = stack.settings()
-    return boto3.client(
-        "s3",
-        endpoint_url=settings["ML_STORAGE__ENDPOINT_URL"],
-        aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
-        region_name=settings["AWS_DEFAULT_REGION"],
-    )
 
 
 def test_env_file_and_secrets(stack: Stack) -> None:
@@ -172,11 +65,13 @@ def test_env_file_and_secrets(stack: Stack) -> None:
         "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         "ML_FEAST_REGISTRY_URL": f"postgresql+psycopg://{database}/feast",
         "ML_FEAST_REDIS": f"127.0.0.1:{redis}",
+        "ML_STACK_DIR": str(stack.directory),
         "ML_STACK_PG_PORT": str(pg),
         "ML_STACK_REDIS_PORT": str(redis),
         "ML_STACK_S3_PORT": str(s3),
         "ML_DATA_DIR": str(ROOT / "data" / "prod"),
         "ML_AUTH__BOOTSTRAP_ADMIN_TOKEN": "true",
+        "ML_FEATURES__DEMO_DATA": "true",
         "ML_MLFLOW__ALLOWED_HOSTS": "[]",
     }
     assert stack.run("env").stdout == env_file.read_text()
@@ -232,41 +127,41 @@ def test_postgres_databases_and_row_survive_restart(stack: Stack) -> None:
 
 
 def test_redis_key_survives_restart(stack: Stack) -> None:
-    assert _redis(stack, "config", "get", "appendonly").splitlines() == ["appendonly", "yes"]
+    assert stack.redis_cli("config", "get", "appendonly").splitlines() == ["appendonly", "yes"]
     key, value = f"stack-check:{uuid.uuid4().hex}", uuid.uuid4().hex
-    assert _redis(stack, "set", key, value) == "OK"
+    assert stack.redis_cli("set", key, value) == "OK"
 
     stack.run("stop", "redis")
     code, states = stack.status()
     assert code == 3 and states["redis"] == "stopped"
-    assert not _listening(stack.ports["redis"])
+    assert not listening(stack.ports["redis"])
     stack.run("start", "redis")
     assert stack.status()[0] == 0
 
-    assert _redis(stack, "get", key) == value
+    assert stack.redis_cli("get", key) == value
 
 
 def test_s3_object_survives_restart(stack: Stack) -> None:
     key, body = f"data/stack-check/{uuid.uuid4().hex}.txt", uuid.uuid4().bytes
-    _s3(stack).put_object(Bucket="ml-artifacts", Key=key, Body=body)
+    stack.s3().put_object(Bucket="ml-artifacts", Key=key, Body=body)
 
     stack.run("stop", "s3")
     code, states = stack.status()
     assert code == 3 and states["s3"] == "stopped"
-    assert not _listening(stack.ports["s3"])
+    assert not listening(stack.ports["s3"])
     stack.run("start", "s3")
     assert stack.status()[0] == 0
 
-    client = _s3(stack)
+    client = stack.s3()
     assert [bucket["Name"] for bucket in client.list_buckets()["Buckets"]] == ["ml-artifacts"]
     assert client.get_object(Bucket="ml-artifacts", Key=key)["Body"].read() == body
 
 
 def test_down_and_up_keep_everything(stack: Stack) -> None:
     key, value = f"stack-check:{uuid.uuid4().hex}", uuid.uuid4().hex
-    assert _redis(stack, "set", key, value) == "OK"
+    assert stack.redis_cli("set", key, value) == "OK"
     s3_key, body = f"mlflow/stack-check/{uuid.uuid4().hex}", uuid.uuid4().bytes
-    _s3(stack).put_object(Bucket="ml-artifacts", Key=s3_key, Body=body)
+    stack.s3().put_object(Bucket="ml-artifacts", Key=s3_key, Body=body)
     settings = stack.settings()
     url = settings["ML_MLFLOW__TRACKING_URI"]
     _sql(url, "CREATE TABLE stack_down (value text)")
@@ -275,11 +170,11 @@ def test_down_and_up_keep_everything(stack: Stack) -> None:
     stack.run("down")
     code, states = stack.status()
     assert code == 3 and set(states.values()) == {"stopped"}
-    assert not any(_listening(port) for port in stack.ports.values())
+    assert not any(listening(port) for port in stack.ports.values())
     stack.run("up")
     assert stack.status()[0] == 0
     assert stack.settings() == settings  # the same password
 
-    assert _redis(stack, "get", key) == value
-    assert _s3(stack).get_object(Bucket="ml-artifacts", Key=s3_key)["Body"].read() == body
+    assert stack.redis_cli("get", key) == value
+    assert stack.s3().get_object(Bucket="ml-artifacts", Key=s3_key)["Body"].read() == body
     assert _sql(url, "SELECT value FROM stack_down") == [(value,)]
