@@ -36,7 +36,7 @@ from app.ports.monitoring import (
     PredictionWindows,
 )
 from app.ports.training import JobSubmitter
-from app.settings import MonitoringSettings
+from app.settings import MonitoringSettings, redact
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,9 @@ class Monitor:
             self._store.add_retrain(alert.model, job_id, alert.id, self._clock())
         except Exception as exc:
             log.exception("retraining for alert %s not submitted", alert.id)
-            return replace(alert, retraining_job=f"failed: {type(exc).__name__}: {exc}"[:500])
+            return replace(
+                alert, retraining_job=redact(f"failed: {type(exc).__name__}: {exc}")[:500]
+            )
         log.warning("alert %s started retraining job %s", alert.id, job_id)
         return replace(alert, retraining_job=job_id)
 

@@ -3,13 +3,15 @@
 One local Ray cluster runs the `ml` application as `serve_config.yaml` builds it, behind
 the HTTP ingress `scripts/serve` uses (Serve's HAProxy): auth, validation, the catalog
 check. Beside it `feast serve` (Feast's HTTP feature server, one worker) reads the same
-registry and SQLite online store. Rounds
+registry and online store: the embedded file registry and SQLite, or with `--profile prod`
+the production config (feature_store.prod.yaml: SQL registry on PostgreSQL, Redis) on the
+service's private local stack (benchmarks/ml_app.py). Rounds
 alternate between them; each sends the same lookups (the `churn_v1` feature service, 1 or
 100 customers) from one client, one request at a time. Prints p50/p99 per server and the
 ratio ours/Feast's (target: p50 at most 0.8x), and the floor: a trivial GET through the
 same ingress and replica, which no feature path can go below.
 
-    .venv/bin/python benchmarks/features.py [--requests 300] [--rounds 3]
+    .venv/bin/python benchmarks/features.py [--requests 300] [--rounds 3] [--profile embedded|prod]
 """
 
 import argparse
@@ -18,6 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.ml_app import RunningApp, add_profile_option, running_ml_app  # noqa: E402
 
 
 def timed(http: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]) -> float:
@@ -41,61 +47,39 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def wait_for(url: str, seconds: float = 120) -> None:
+def wait_for(url: str, server: subprocess.Popen[bytes], log: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited ({server.returncode}); see {log}")
         try:
             if httpx.get(url, timeout=2).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(url)
+    raise TimeoutError(f"{url}: no answer in {seconds:.0f} s; see {log}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    add_profile_option(parser)
     args = parser.parse_args()
 
-    import ray
-    from ray import serve
-
     from app.core.access import Role
-    from benchmarks.ml_app import start_ml_app
-    from testkit.service import free_port
-    from testkit.settings import CONFIGS
 
-    running = start_ml_app("features")
-    base, tokens, workdir = running.base, running.tokens, running.workdir
-    with httpx.Client(base_url=base, timeout=120) as http:
-        done = http.post("/api/v1/ml/features/materialize", headers=tokens.header(Role.ENGINEER))
-        done.raise_for_status()
-
-    feast_port = free_port()
-    feast = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "feast"),
-            "-c",
-            str(CONFIGS / "feature_repo"),
-            "serve",
-            "-p",
-            str(feast_port),
-            "--no-access-log",
-        ],
-        env={**os.environ, "ML_FEAST_DIR": str(workdir / "data" / "feast")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{feast_port}/health")
-        results = compare(base, feast_port, tokens.header(Role.VIEWER), args)
-    finally:
-        feast.terminate()
-        feast.wait(30)
-        serve.shutdown()
-        ray.shutdown()
+    with running_ml_app("features", args.profile) as running:
+        print(running.header(), flush=True)
+        with httpx.Client(base_url=running.base, timeout=120) as http:
+            done = http.post(
+                "/api/v1/ml/features/materialize", headers=running.tokens.header(Role.ENGINEER)
+            )
+            done.raise_for_status()
+        with feast_serve(running) as feast_port:
+            results = compare(running.base, feast_port, running.tokens.header(Role.VIEWER), args)
+    print(f"\n{running.header()}")
     for entities, (ours, theirs) in results.items():
         print(
             f"{entities:>3} entit{'y' if entities == 1 else 'ies'}: service p50 {ours[0]:6.2f} ms "
@@ -103,6 +87,47 @@ def main() -> int:
             f" | ratio p50 {ours[0] / theirs[0]:.2f}x (target <= 0.8)"
         )
     return 0
+
+
+@contextmanager
+def feast_serve(running: RunningApp) -> Iterator[int]:
+    """`feast serve` on the service's feature repository and Feast config (the profile's:
+    the same registry and online store), on a free port; stopped afterwards."""
+    from testkit.service import free_port
+
+    settings = running.settings
+    features = settings.features
+    # what `${ML_FEAST_DIR}` names in the service: the embedded registry and online store,
+    # and the offline files' local directory (with an S3 storage, the node-local cache)
+    if settings.storage.uri.startswith("s3://"):
+        feast_dir = settings.storage.cache_dir / "feast"
+    else:
+        feast_dir = features.data_dir
+    port = free_port()
+    log = running.workdir / "feast-serve.log"
+    with open(log, "wb") as output:
+        feast = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "feast"),
+                "-c",
+                str(features.repo_dir),
+                "-f",
+                str(features.repo_dir / features.config_file),
+                "serve",
+                "-p",
+                str(port),
+                "--no-access-log",
+            ],
+            env={**os.environ, "ML_FEAST_DIR": str(feast_dir)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", feast, log)
+        yield port
+    finally:
+        feast.terminate()
+        feast.wait(30)
 
 
 def compare(

@@ -12,7 +12,12 @@ Rounds alternate between them; each round sends the same requests (one row each)
 `--clients` concurrent clients. Prints p50/p99 latency and throughput per app and the
 ratios service/minimal. Target: p50 at most 1.15x and throughput at least 0.9x.
 
+On `--profile prod` the service runs the production profile on a private local stack
+(PostgreSQL, S3, Redis: benchmarks/ml_app.py); the minimal app loads the same model from
+the same MLflow stores.
+
     .venv/bin/python benchmarks/predict.py [--requests 600] [--rounds 3] [--clients 8]
+                                           [--profile embedded|prod]
 """
 
 import argparse
@@ -27,6 +32,8 @@ import httpx
 from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ml_app import RunningApp, add_profile_option, running_ml_app  # noqa: E402
 
 ROW = [0.1, 0.2, 0.3, 0.4]
 
@@ -99,20 +106,28 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8)
+    add_profile_option(parser)
     args = parser.parse_args()
 
-    import ray
+    with running_ml_app("predict", args.profile) as running:
+        print(running.header(), flush=True)
+        results = measure(running, args)
+    summarize(results, running.header(), args)
+    return 0
+
+
+def measure(running: RunningApp, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """Deploy the model through the API and beside it in the minimal app, then alternate
+    rounds between them."""
     from ray import serve
 
     from app.core.access import Role
-    from benchmarks.ml_app import start_ml_app
     from testkit.models import log_model_run
     from testkit.service import register_staged
 
-    running = start_ml_app("predict")
-    base, tokens, workdir = running.base, running.tokens, running.workdir
-    tracking = f"sqlite:///{workdir / 'data' / 'mlflow' / 'mlflow.db'}"
-    run = log_model_run(tracking, str(workdir / "data" / "mlflow" / "artifacts"), "bench")
+    base, tokens = running.base, running.tokens
+    tracking = running.settings.mlflow.tracking_uri
+    run = log_model_run(tracking, running.settings.mlflow.artifact_root, "bench")
     auth = tokens.header(Role.ENGINEER)
     with httpx.Client(base_url=base, timeout=120, headers=auth) as http:
         number = register_staged(http, "bench", run.run_id)
@@ -147,11 +162,16 @@ def main() -> int:
                 f"p99 {percentile(latencies, 0.99):6.1f} ms  {rps:6.1f} req/s",
                 flush=True,
             )
+    return results
 
+
+def summarize(
+    results: dict[str, dict[str, list[float]]], header: str, args: argparse.Namespace
+) -> None:
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
     svc, mini = med["service"], med["minimal"]
     print(
-        f"\none row per request, {args.requests} requests x {args.rounds} rounds, "
+        f"\n{header}\none row per request, {args.requests} requests x {args.rounds} rounds, "
         f"{args.clients} clients (medians over rounds)"
     )
     for name in ("minimal", "service"):
@@ -164,9 +184,6 @@ def main() -> int:
         f"p99 {svc['p99'] / mini['p99']:.2f}x   throughput {svc['rps'] / mini['rps']:.2f}x "
         "(target >= 0.9)"
     )
-    serve.shutdown()
-    ray.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

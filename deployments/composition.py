@@ -117,11 +117,13 @@ def triton_parts(settings: Settings) -> dict[str, Any]:
     storage's `triton/models`, as a directory on the replica's node)."""
     from app.adapters.storage import open_storage
 
+    storage = open_storage(settings.storage)
     return {
         "config": settings.serving.triton,
         "tracking_uri": settings.mlflow.tracking_uri,
-        "repository": open_storage(settings.storage).local_directory("triton/models"),
+        "repository": storage.local_directory("triton/models"),
         "log_level": settings.log_level,
+        "storage": storage,
     }
 
 

@@ -35,11 +35,13 @@ from app.adapters.triton_export import ExportedModel, RepositoryOptions, export_
 from app.core.model_io import RowBlock, plain_rows
 from app.errors import DomainError, ErrorCode, InvalidInput, Unavailable, UpstreamFailed, first_line
 from app.logs import configure_logging
+from app.ports.storage import Storage
 from app.settings import TritonSettings
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+REPOSITORY_KEY = "triton/models"  # the model repository's prefix in the file storage
 
 
 class TritonServer:
@@ -50,14 +52,23 @@ class TritonServer:
         tracking_uri: the MLflow store the versions are exported from.
         repository: the model repository on this node (the storage's `triton/models`).
         log_level: the service log level.
+        storage: the file storage `repository` is a node-local copy of (S3): each export
+            is also written there, so replicas on other nodes start with it.
     """
 
     def __init__(
-        self, config: TritonSettings, *, tracking_uri: str, repository: Path, log_level: str
+        self,
+        config: TritonSettings,
+        *,
+        tracking_uri: str,
+        repository: Path,
+        log_level: str,
+        storage: Storage | None = None,
     ) -> None:
         configure_logging(log_level)
         self._config = config
         self._tracking_uri = tracking_uri
+        self._storage = storage
         self._repository = repository
         self._repository.mkdir(parents=True, exist_ok=True)
         self._options = RepositoryOptions(
@@ -205,6 +216,7 @@ class TritonServer:
                 self._repository,
                 self._options,
             )
+            await asyncio.to_thread(self._publish, exported.triton_name)
         except DomainError:
             raise
         except Exception as exc:  # the MLflow store, the disk
@@ -227,6 +239,18 @@ class TritonServer:
             ) from None
         log.info("loaded %s into Triton as %s", model_id, exported.triton_name)
         return exported
+
+    def _publish(self, triton_name: str) -> None:
+        """Write an export's files to the storage (an S3 one; a local storage holds the
+        repository itself), those not already there."""
+        if self._storage is None or "://" not in self._storage.root:
+            return
+        prefix = f"{REPOSITORY_KEY}/{triton_name}"
+        stored = {f.key for f in self._storage.files(prefix)}
+        for path in sorted((self._repository / triton_name).rglob("*")):
+            key = f"{REPOSITORY_KEY}/{path.relative_to(self._repository).as_posix()}"
+            if path.is_file() and key not in stored:
+                self._storage.write_bytes(key, path.read_bytes())
 
     async def prepare(self, model_id: str) -> dict[str, Any]:
         """Export and load a version ahead of traffic (the deploy endpoint calls this)."""

@@ -17,6 +17,7 @@ from typing import Any
 import ray
 
 from app.core.gates import ValidationReport
+from app.settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def validate_model(tracking_uri: str, model_uri: str) -> ValidationReport:
             return True
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-            steps.append((name, False, f"{type(exc).__name__}: {first_line}"))
+            steps.append((name, False, redact(f"{type(exc).__name__}: {first_line}")))
             return False
 
     def has_signature() -> str:

@@ -14,6 +14,7 @@ from dataclasses import replace
 import httpx
 
 from app.core.monitoring import SIGNATURE_HEADER, TIMESTAMP_HEADER, Alert, Delivery, sign
+from app.settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class WebhookDelivery:
                         )
                     detail = f"HTTP {response.status_code}"
                 except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                    detail = f"{type(exc).__name__}: {exc}"
+                    detail = redact(f"{type(exc).__name__}: {exc}")
                 log.warning(
                     "webhook for alert %s: attempt %d failed (%s)", alert.id, attempt, detail
                 )

@@ -25,6 +25,7 @@ from app.core.registry import Registration
 from app.core.tracking import DATASET_CONTEXT_TAG, EVALUATION_TAG
 from app.jobs.spec import JobEnvironment, TrainingSpec
 from app.jobs.tabular import TabularData, schema_json
+from app.settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def fail_run(context: JobContext, run_id: str, exc: BaseException) -> None:
         client = context.client
         client.log_batch(
             run_id,
-            tags=[RunTag("mlservice.error", f"{type(exc).__name__}: {exc}"[:5000])],
+            tags=[RunTag("mlservice.error", redact(f"{type(exc).__name__}: {exc}")[:5000])],
             synchronous=True,
         )
         client.set_terminated(run_id, "FAILED")

@@ -157,6 +157,25 @@ def test_s3_object_survives_restart(stack: Stack) -> None:
     assert client.get_object(Bucket="ml-artifacts", Key=key)["Body"].read() == body
 
 
+def test_s3_pages_listings_and_keeps_directory_markers(stack: Stack) -> None:
+    """What Ray Train and pyarrow do: a directory marker object, files under it, and
+    listings of one key at a time (their continuation tokens need Node's legacy
+    OpenSSL provider in s3rver)."""
+    client, prefix = stack.s3(), f"data/pages-{uuid.uuid4().hex}/"
+    client.put_object(Bucket="ml-artifacts", Key=prefix, Body=b"")
+    for name in ("a", "b", "c"):
+        client.put_object(Bucket="ml-artifacts", Key=f"{prefix}{name}", Body=name.encode())
+    keys, token = [], None
+    while True:
+        extra = {"ContinuationToken": token} if token else {}
+        page = client.list_objects_v2(Bucket="ml-artifacts", Prefix=prefix, MaxKeys=1, **extra)
+        keys += [item["Key"] for item in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            break
+        token = page["NextContinuationToken"]
+    assert keys == [prefix, f"{prefix}a", f"{prefix}b", f"{prefix}c"]
+
+
 def test_down_and_up_keep_everything(stack: Stack) -> None:
     key, value = f"stack-check:{uuid.uuid4().hex}", uuid.uuid4().hex
     assert stack.redis_cli("set", key, value) == "OK"

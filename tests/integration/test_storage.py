@@ -145,3 +145,36 @@ def test_the_prediction_log_lists_models_and_versions(storage: ArrowStorage) -> 
     assert log.prune(before=0.5) == 0
     assert log.prune(before=2.0) == 3
     assert storage.files("predictions") == []
+
+
+def test_a_triton_export_is_published_for_replicas_on_other_nodes(
+    storage: ArrowStorage, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from app.settings import TritonSettings
+    from deployments.triton_server import TritonServer
+
+    repository = storage.local_directory("triton/models")
+    server = TritonServer(  # a remote Triton URL: no server process is started
+        TritonSettings(url="http://127.0.0.1:9"),
+        tracking_uri="sqlite://",
+        repository=repository,
+        log_level="WARNING",
+        storage=storage,
+    )
+    (repository / "churn_v1" / "1").mkdir(parents=True)
+    (repository / "churn_v1" / "config.pbtxt").write_text('name: "churn_v1"')
+    (repository / "churn_v1" / "1" / "model.pt").write_bytes(b"\x00weights")
+    server._publish("churn_v1")
+
+    expected = {"triton/models/churn_v1/config.pbtxt", "triton/models/churn_v1/1/model.pt"}
+    assert {f.key for f in storage.files("triton/models")} == expected
+    if "://" in storage.root:  # another node's replica starts with the export
+        settings = StorageSettings(
+            uri=storage.root,
+            endpoint_url=request.getfixturevalue("s3_endpoint"),
+            access_key_id=SecretStr(KEY_ID),
+            secret_access_key=SecretStr(SECRET),
+            cache_dir=tmp_path / "other-node",
+        )
+        other = open_storage(settings).local_directory("triton/models")
+        assert (other / "churn_v1" / "1" / "model.pt").read_bytes() == b"\x00weights"
