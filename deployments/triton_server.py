@@ -247,7 +247,11 @@ class TritonServer:
             return
         prefix = f"{REPOSITORY_KEY}/{triton_name}"
         stored = {f.key for f in self._storage.files(prefix)}
-        for path in sorted((self._repository / triton_name).rglob("*")):
+        # config.pbtxt last: a stored export without it is partial (and is redone)
+        paths = sorted(
+            (self._repository / triton_name).rglob("*"), key=lambda p: (p.name == "config.pbtxt", p)
+        )
+        for path in paths:
             key = f"{REPOSITORY_KEY}/{path.relative_to(self._repository).as_posix()}"
             if path.is_file() and key not in stored:
                 self._storage.write_bytes(key, path.read_bytes())

@@ -18,12 +18,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 P = ParamSpec("P")
 # How boto3 (MLflow's S3 artifact repository) says the object store cannot be reached.
-_OBJECT_STORE_OUTAGE = ("Could not connect to the endpoint URL", "Connect timeout", "Read timeout")
+_OBJECT_STORE_OUTAGES = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
+)
+_ENDPOINT_DOWN = "Could not connect to the endpoint URL"  # boto3's, when MLflow rewraps it
+_OUTAGE_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"})
 
 
 def store_outages(method: Callable[P, T]) -> Callable[P, T]:
     """A method whose store outages are the domain's 503s: MLflow's database out is
-    `tracking_store_unavailable`, its artifact store (S3) out `object_store_unavailable`."""
+    `tracking_store_unavailable`, its artifact store (S3) out `object_store_unavailable`;
+    every other error (a missing model, a refused value) stays what it is."""
 
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -32,16 +37,32 @@ def store_outages(method: Callable[P, T]) -> Callable[P, T]:
         except DomainError:
             raise
         except Exception as exc:
-            text = str(exc)
-            if any(mark in text for mark in _OBJECT_STORE_OUTAGE):
+            if _caused_by(exc, _OBJECT_STORE_OUTAGES) or _ENDPOINT_DOWN in str(exc):
                 log.warning("object store unavailable: %s", type(exc).__name__)
                 raise object_store_unavailable() from None
-            if isinstance(exc, MlflowException) and _is_outage(exc):
+            if (
+                isinstance(exc, MlflowException)
+                and exc.error_code in _OUTAGE_CODES
+                and _is_outage(exc)
+            ):
                 log.warning("MLflow store unavailable: %s", type(exc).__name__)
                 raise unavailable() from None
             raise
 
     return call
+
+
+def _caused_by(exc: BaseException, names: frozenset[str]) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, is of a class named
+    in `names` (or a subclass of one)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(k.__name__ in names for k in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def mlflow_call(fn: Callable[[], T], *, search: bool = False) -> T:

@@ -61,6 +61,9 @@ def block_columns(block: RowBlock) -> dict[str, list[Any]]:
     return {f"x{i}": [row[i] for row in block] for i in range(width)}  # type: ignore[index]
 
 
+_MAX_BACKOFF_S = 30.0  # the longest wait between writes while the store is out
+
+
 class PredictionLog:
     """Buffers sampled predictions and writes them in batches.
 
@@ -95,6 +98,9 @@ class PredictionLog:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._writing: asyncio.Lock | None = None
+        # after an outage of the store, the next attempt waits (doubling up to 30 s)
+        self._retry_at = 0.0
+        self._backoff = flush_s
 
     def record(
         self,
@@ -124,7 +130,7 @@ class PredictionLog:
                 }
             )
             self._buffered += rows
-            if self._buffered >= self._batch_rows:
+            if self._buffered >= self._batch_rows and time.monotonic() >= self._retry_at:
                 self._wake.set()
         except Exception:  # a malformed block must never fail the prediction
             log.warning("prediction not logged", exc_info=True)
@@ -134,15 +140,21 @@ class PredictionLog:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        """Write what is buffered and stop."""
+        """Write what is buffered and stop (what the store cannot take now is dropped and
+        counted)."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
         await self.flush()
+        if self._buffered:
+            self.dropped += self._buffered
+            log.warning("%d predictions not logged at stop: the store is out", self._buffered)
+            self._buffer, self._buffered = defaultdict(list), 0
 
     async def flush(self) -> None:
         """Write the buffer now (on a worker thread); returns once everything recorded
-        before the call is on disk, also what a background write was still writing."""
+        before the call is stored (or kept for later, when the store is out), also what a
+        background write was still writing."""
         if self._writing is None:
             self._writing = asyncio.Lock()
         async with self._writing:
@@ -153,7 +165,13 @@ class PredictionLog:
 
     def _keep(self, unwritten: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
         """Put what the store could not take (an outage) back in front of the buffer, to
-        be written when it returns; up to `max_buffered_rows`, then dropped and counted."""
+        be written when it returns; up to `max_buffered_rows`, then dropped and counted.
+        While the store is out, attempts back off (no rebuild of every batch per request)."""
+        if not unwritten:
+            self._retry_at, self._backoff = 0.0, self._flush_s
+            return
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
+        self._retry_at = time.monotonic() + self._backoff
         for key, requests in unwritten.items():
             rows = sum(len(r["predictions"]) for r in requests)
             if self._buffered + rows > self._max_buffered_rows:
@@ -166,8 +184,9 @@ class PredictionLog:
     async def _run(self) -> None:
         while True:
             try:
+                wait_s = max(self._flush_s, self._retry_at - time.monotonic())
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._flush_s)
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
                 except TimeoutError:
                     pass
                 self._wake.clear()

@@ -58,9 +58,21 @@ def state_engine(url: str, metadata: sa.MetaData) -> sa.Engine:
 CONNECT_TIMEOUT_S = 5  # a server that does not answer is an outage after this long
 
 
+STALLED_S = 15  # a server that stops answering mid-request is an outage after this long
+
+
 def _connect_args(url: sa.URL) -> dict[str, object]:
+    """libpq's timeouts: connecting, and a connection whose server stopped answering (TCP
+    keepalives and unacknowledged data), so that a hung server is a 503, not a hang."""
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg2":
-        return {"connect_timeout": CONNECT_TIMEOUT_S}
+        return {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": STALLED_S * 1000,
+        }
     return {}
 
 

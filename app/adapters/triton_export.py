@@ -127,6 +127,8 @@ def _export(
     exported = ExportedModel(name, int(array.shape[1]), columns, tuple(output.shape[1:]))
     if (target / "config.pbtxt").exists():
         return exported
+    if target.exists():  # a partial copy (an interrupted publish): exported again
+        shutil.rmtree(target, ignore_errors=True)
     staging = repository / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     (staging / "1").mkdir(parents=True)
     traced.save(str(staging / "1" / "model.pt"))

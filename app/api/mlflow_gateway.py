@@ -23,23 +23,29 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.problems import PROBLEM_MEDIA_TYPE, problem_body
+from app.api.problems import PROBLEM_MEDIA_TYPE, problem_body, status_of
 from app.core.access import TokenBook, authenticate, authorize, mlflow_route_role
-from app.errors import DomainError, Unauthenticated
+from app.errors import DomainError, InvalidInput
 
 _CHALLENGE = b'Basic realm="ML Service (token as password)", charset="UTF-8"'
 # MLflow's REST answers that may carry artifact locations (runs, experiments, logged models,
-# model versions); artifact contents (`mlflow-artifacts/`, `get-artifact`) pass untouched.
+# model versions); artifact contents pass untouched (`_CONTENT_ROUTES`).
 _METADATA_APIS = (
     "/api/2.0/mlflow/",
     "/ajax-api/2.0/mlflow/",
     "/api/3.0/mlflow/",
     "/ajax-api/3.0/mlflow/",
 )
+_CONTENT_ROUTES = ("upload-artifact", "get-artifact", "get-trace-artifact", "/artifacts/files")
+# The requests that carry a location a client chose: checked and mapped to the store's.
+_LOCATION_REQUESTS = ("experiments/create", "model-versions/create")
 _PROXIED = "mlflow-artifacts:"
+# Locations a client may give: proxied ones, and MLflow's own indirections.
+_CLIENT_SCHEMES = (_PROXIED, "runs:/", "models:/")
 # The fields of MLflow's messages that hold an artifact location (run, experiment, logged
 # model, model version); other strings (params, tags) are the user's and stay as sent.
 _LOCATION_FIELDS = frozenset({"artifact_uri", "artifact_location", "source", "storage_location"})
@@ -65,14 +71,34 @@ class ArtifactLocations:
         return value
 
     def to_store(self, value: str) -> str:
-        """`mlflow-artifacts:/x/y` as `<root>/x/y`; others (and paths escaping the root) as
-        given."""
+        """A client's location as the store's: `mlflow-artifacts:/x/y` as `<root>/x/y`;
+        `runs:/`, `models:/`, empty and locations already under the root as given.
+
+        Raises:
+            InvalidInput: any other location (a server path, another bucket, a host), or
+                one that climbs out of the root.
+        """
+        if not value or value.startswith(_CLIENT_SCHEMES[1:]) or self.to_client(value) != value:
+            if ".." in unquote(value).split("/"):
+                raise _bad_location(value)
+            return value
         if not value.startswith(_PROXIED):
-            return value
-        relative = value[len(_PROXIED) :].lstrip("/")
-        if relative.startswith("//") or ".." in relative.split("/"):
-            return value
+            raise _bad_location(value)
+        relative = value[len(_PROXIED) :]
+        if relative.startswith("//"):  # mlflow-artifacts://host/...: another server
+            raise _bad_location(value)
+        relative = relative.lstrip("/")
+        if ".." in unquote(relative).split("/"):
+            raise _bad_location(value)
         return f"{self._root}/{relative}" if relative else self._root
+
+
+def _bad_location(value: str) -> InvalidInput:
+    return InvalidInput.for_field(
+        "artifact_location",
+        f"{value[:200]!r} is not a location a client may choose: use an mlflow-artifacts:/, "
+        "runs:/ or models:/ URI, or leave it empty",
+    )
 
 
 class MlflowGateway:
@@ -113,8 +139,18 @@ class MlflowGateway:
                     await _refuse(send, exc, full, _header(scope, b"x-request-id") or "")
                     return
             api = full[len(self.prefix) :]
-            if self.locations is not None and api.startswith(_METADATA_APIS):
-                receive = _rewritten_request(receive, self.locations.to_store)
+            metadata = api.startswith(_METADATA_APIS) and not any(
+                route in api for route in _CONTENT_ROUTES
+            )
+            if self.locations is not None and metadata:
+                if scope["method"] == "POST" and api.endswith(_LOCATION_REQUESTS):
+                    try:
+                        scope, receive = await _rewritten_request(
+                            scope, receive, self.locations.to_store
+                        )
+                    except InvalidInput as exc:
+                        await _refuse(send, exc, full, _header(scope, b"x-request-id") or "")
+                        return
                 send = _rewritten_response(send, self.locations.to_client)
         await self.app(scope, receive, send)
 
@@ -125,26 +161,32 @@ class MlflowGateway:
         return self.prefix + path  # served with the prefix already stripped
 
 
-def _rewritten_request(receive: Receive, rewrite: Callable[[str], str]) -> Receive:
-    """`receive` whose JSON body has its locations rewritten (the body read whole first)."""
+async def _rewritten_request(
+    scope: Scope, receive: Receive, rewrite: Callable[[str], str]
+) -> tuple[Scope, Receive]:
+    """The request with its JSON body's locations rewritten: the body is read whole, and
+    the scope's content-length is the new body's (MLflow's WSGI side reads exactly that)."""
     chunks: list[bytes] = []
-    done = False
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = _rewrite_json(b"".join(chunks), rewrite)
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    sent = False
 
-    async def wrapped() -> Any:
-        nonlocal done
-        if done:
+    async def replay() -> Any:
+        nonlocal sent
+        if sent:
             return await receive()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return message
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        done = True
-        return {"type": "http.request", "body": _rewrite_json(b"".join(chunks), rewrite)}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
 
-    return wrapped
+    return {**scope, "headers": headers}, replay
 
 
 def _rewritten_response(send: Send, rewrite: Callable[[str], str]) -> Send:
@@ -211,13 +253,14 @@ def _header(scope: Any, name: bytes) -> str | None:
 
 
 async def _refuse(send: Send, exc: DomainError, path: str, request_id: str) -> None:
-    status = 401 if isinstance(exc, Unauthenticated) else 403
+    status = status_of(exc)
     body = problem_body(
         code=exc.code,
         status=status,
         detail=exc.message,
         instance=path,
         request_id=request_id,
+        field_errors=exc.field_errors,
         context=exc.context,
     )
     payload = json.dumps(body).encode("utf-8")

@@ -54,6 +54,14 @@ def notebook(url: str) -> None:
             pip_requirements=["pandas"],
         )
     loaded = mlflow.pyfunc.load_model(logged.model_uri)
+    # registered in MLflow's own registry both ways a notebook does it: by a runs:/ URI,
+    # and by the run's (proxied) artifact location
+    client = mlflow.MlflowClient()
+    by_uri = mlflow.register_model(f"runs:/{run.info.run_id}/model", "notebook-model")
+    artifact_uri = client.get_run(run.info.run_id).info.artifact_uri
+    by_source = client.create_model_version(
+        "notebook-model", f"{artifact_uri}/model", run_id=run.info.run_id
+    )
     experiment = mlflow.get_experiment(experiment_id)
     sys.stdout.write(
         json.dumps(
@@ -66,6 +74,8 @@ def notebook(url: str) -> None:
                     logged.model_id
                 ).artifact_location,
                 "predictions": list(loaded.predict(pd.DataFrame({"x": [1.5, 4.0]}))),
+                "registered": [int(by_uri.version), int(by_source.version)],
+                "registered_source": by_source.source,
             }
         )
         + "\n"

@@ -135,6 +135,8 @@ def test_a_notebook_logs_and_loads_a_model_with_only_the_url_and_a_token(
     seen = run_notebook(mlflow_server)
 
     assert seen["predictions"] == [3.0, 8.0]
+    assert seen["registered"] == [1, 2]
+    assert str(seen["registered_source"]).startswith("mlflow-artifacts:/")
     for key in ("run_artifact_uri", "experiment_location", "model_artifact_location"):
         assert str(seen[key]).startswith("mlflow-artifacts:/"), (key, seen[key])
     assert mlflow_server["server_dir"] not in json.dumps(seen)

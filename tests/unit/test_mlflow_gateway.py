@@ -14,6 +14,7 @@ import pytest
 
 from app.api.mlflow_gateway import ArtifactLocations, MlflowGateway
 from app.core.access import Role, TokenBook, mint_token, token_digest
+from app.errors import InvalidInput
 
 TOKENS = {role: mint_token() for role in Role}
 BOOK = TokenBook.of((f"{r}-user", [r], token_digest(t)) for r, t in TOKENS.items())
@@ -120,12 +121,76 @@ def test_artifact_locations_under_the_root_are_shown_proxied_and_read_back() -> 
         "/srv/data/mlflow/artifacts-other/7"
     )
     assert local.to_store("mlflow-artifacts:/7/run") == "/srv/data/mlflow/artifacts/7/run"
-    assert local.to_store("mlflow-artifacts:/7/../../etc") == "mlflow-artifacts:/7/../../etc"
     s3 = ArtifactLocations("s3://ml-artifacts/mlflow")
     assert s3.to_client("s3://ml-artifacts/mlflow/abc/model") == "mlflow-artifacts:/abc/model"
     assert s3.to_client("s3://other/mlflow/abc") == "s3://other/mlflow/abc"
     assert s3.to_store("mlflow-artifacts:/abc") == "s3://ml-artifacts/mlflow/abc"
-    assert s3.to_store("models:/m-1") == "models:/m-1"
+    for given in ("models:/m-1", "runs:/abc/model", "", "s3://ml-artifacts/mlflow/abc"):
+        assert s3.to_store(given) == given
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "/etc",  # a server path
+        "file:///srv/data",
+        "s3://other-bucket/key",  # another bucket, with the service's keys
+        "mlflow-artifacts://evil.example:80/x",  # another server
+        "mlflow-artifacts:/7/../../etc",
+        "mlflow-artifacts:/7/%2e%2e/%2e%2e/etc",
+        "s3://ml-artifacts/mlflow/a/../../other",
+    ],
+)
+def test_a_client_cannot_choose_a_location_outside_the_proxied_root(location: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        ArtifactLocations("s3://ml-artifacts/mlflow").to_store(location)
+    assert refused.value.field_errors[0].field == "artifact_location"
+
+
+def test_a_location_in_a_request_is_mapped_and_its_length_follows() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        seen["body"] = json.loads(message["body"])
+        seen["length"] = dict(scope["headers"])[b"content-length"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    gateway = MlflowGateway(
+        app, prefix="/mlflow", token_book=BOOK, locations=ArtifactLocations("s3://b/mlflow")
+    )
+    payload = json.dumps({"name": "m", "source": "mlflow-artifacts:/1/r/artifacts/model"})
+    chunks = [payload[:10].encode(), payload[10:].encode()]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        body = chunks.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/mlflow/api/2.0/mlflow/model-versions/create",
+        "root_path": "",
+        "headers": [
+            (b"authorization", bearer(Role.ENGINEER).encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ],
+    }
+    asyncio.run(gateway(scope, receive, send))
+    assert seen["body"]["source"] == "s3://b/mlflow/1/r/artifacts/model"
+    assert int(seen["length"]) == len(json.dumps(seen["body"]))
+
+    chunks[:] = [json.dumps({"name": "e", "artifact_location": "s3://other/x"}).encode()]
+    sent.clear()
+    refused = {**scope, "path": "/mlflow/api/2.0/mlflow/experiments/create"}
+    asyncio.run(gateway(refused, receive, send))
+    assert sent[0]["status"] == 422
+    assert json.loads(sent[-1]["body"])["errors"][0]["field"] == "artifact_location"
 
 
 def test_only_location_fields_of_metadata_answers_are_rewritten() -> None:

@@ -149,11 +149,18 @@ def test_rows_wait_in_memory_for_a_store_outage_to_end(storage: ArrowStorage) ->
     flaky = OutageStorage(storage)
 
     async def scenario() -> PredictionLog:
-        log = PredictionLog(flaky, sample_rate=lambda _: 1.0, flush_s=60)  # type: ignore[arg-type]
+        log = PredictionLog(
+            flaky,  # type: ignore[arg-type]
+            sample_rate=lambda _: 1.0,
+            flush_s=60,
+            batch_rows=1,
+        )
         log.record("churn", 1, "primary", "r0", [[1.0]], [0])
         await log.flush()  # the store is out: kept
         assert log.written == 0 and log.dropped == 0
+        log._wake.clear()  # as the background writer does before it flushes
         log.record("churn", 1, "primary", "r1", [[2.0]], [1])
+        assert not log._wake.is_set()  # no write per request while the store is out
         flaky.out = False
         await log.flush()
         return log
