@@ -85,6 +85,7 @@ def test_the_api_through_serve(served: tuple[str, Tokens]) -> None:
             "registry": "ok",
             "traffic": "ok",
             "monitor": "ok",
+            "feature_online_store": "ok",
         }
 
         created = http.post(
