@@ -37,7 +37,7 @@ def store_outages(method: Callable[P, T]) -> Callable[P, T]:
         except DomainError:
             raise
         except Exception as exc:
-            if _caused_by(exc, _OBJECT_STORE_OUTAGES) or _ENDPOINT_DOWN in str(exc):
+            if is_object_store_outage(exc):
                 log.warning("object store unavailable: %s", type(exc).__name__)
                 raise object_store_unavailable() from None
             if (
@@ -50,6 +50,11 @@ def store_outages(method: Callable[P, T]) -> Callable[P, T]:
             raise
 
     return call
+
+
+def is_object_store_outage(exc: BaseException) -> bool:
+    """Whether `exc` says MLflow's artifact store (S3, through boto3) cannot be reached."""
+    return _caused_by(exc, _OBJECT_STORE_OUTAGES) or _ENDPOINT_DOWN in str(exc)
 
 
 def _caused_by(exc: BaseException, names: frozenset[str]) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from app.adapters.mlflow_errors import is_object_store_outage, object_store_unavailable
 from app.core.signature import Signature
 from app.errors import ErrorCode, NotFound, Unavailable
 
@@ -61,6 +62,11 @@ class MlflowSignatures:
             raise _unavailable(exc) from None
         except OSError as exc:
             raise _unavailable(exc) from None
+        except Exception as exc:  # boto3's, when the object store is out
+            if is_object_store_outage(exc):
+                log.warning("model metadata unavailable: %s", type(exc).__name__)
+                raise object_store_unavailable() from None
+            raise
         if info.signature is None:
             return None
         return Signature.from_mlflow(info.signature.to_dict(), _example(uri, info))
