@@ -31,6 +31,7 @@ from testkit.auth import Tokens
 from testkit.models import log_model_run
 from testkit.service import ROOT, Service
 from testkit.stack import Stack, local_stack
+from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -94,21 +95,6 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
             yield Day(service, stack, tokens, env)
         finally:
             service.stop()
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            found = check()
-        except (AssertionError, httpx.HTTPError) as exc:
-            found, last = None, exc
-        else:
-            last = None
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} after {timeout_s}s: {last!r}"
-        time.sleep(0.5)
 
 
 def churn_rows(seed: int, count: int) -> tuple[list[dict[str, float]], list[int]]:

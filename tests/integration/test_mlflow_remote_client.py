@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pytest
 from app.core.access import mint_token, token_digest
 from testkit.s3 import moto_s3
 from testkit.service import free_port
+from testkit.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_ID, SECRET = "notebook-test", "notebook-test-secret"
@@ -72,16 +72,12 @@ def mlflow_server(
     )
     url = f"http://127.0.0.1:{port}/mlflow"
     try:
-        deadline = time.monotonic() + 120
-        while True:
+
+        def answers() -> bool:
             assert server.poll() is None, (server_dir / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the MLflow server did not start"
-            time.sleep(0.2)
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+
+        wait_for(answers, "the MLflow server did not start")
         yield {
             "url": url,
             "token": token,
