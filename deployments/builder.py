@@ -186,6 +186,8 @@ def detached_actor(cls: type, name: str, settings: Settings, *peers: Any) -> Any
         "max_restarts": -1,
         "max_task_retries": 0,
         "num_cpus": 0,
+        # on a cluster, where the configuration says (by a node group's resource)
+        "resources": dict(settings.placement.state_actors),
     }
     remote_class: Any = ray.remote(cls)
     handle = remote_class.options(**options).remote(settings, *peers)

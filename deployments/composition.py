@@ -43,6 +43,7 @@ def job_environment(settings: Settings) -> JobEnvironment:
         tracking_uri=settings.mlflow.tracking_uri,
         artifact_root=settings.mlflow.artifact_root,
         storage=settings.storage,
+        placement=settings.placement,
         feature_repo=str(settings.features.repo_dir),
         feature_dir=str(settings.features.data_dir),
         feature_config=settings.features.config_file,

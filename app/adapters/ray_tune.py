@@ -116,6 +116,7 @@ def run(
     cpus_per_trial: float,
     storage: tuple[Any, str],
     name: str,
+    resources: dict[str, float] | None = None,
 ) -> Any:
     """Run the search; the ResultGrid."""
     from ray import tune
@@ -145,8 +146,10 @@ def run(
             grace_period=scheduler["grace_period"],
             reduction_factor=scheduler["reduction_factor"],
         )
+    # one bundle per trial: its CPUs and the node group's resource (placement), if any
     trainable = tune.with_resources(
-        tune.with_parameters(trial, setup=setup, train=train, val=val), {"cpu": cpus_per_trial}
+        tune.with_parameters(trial, setup=setup, train=train, val=val),
+        tune.PlacementGroupFactory([{"CPU": cpus_per_trial, **(resources or {})}]),
     )
     tuner = tune.Tuner(
         trainable,

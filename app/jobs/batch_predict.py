@@ -84,7 +84,13 @@ class BatchModelArgs:
 
 
 def predict_dataset(
-    dataset: Any, args: BatchModelArgs, *, batch_size: int, replicas: int, cpus_per_replica: float
+    dataset: Any,
+    args: BatchModelArgs,
+    *,
+    batch_size: int,
+    replicas: int,
+    cpus_per_replica: float,
+    resources: dict[str, float] | None = None,
 ) -> Any:
     """`dataset` with predictions: `map_batches` over a pool of 1..`replicas` model replicas.
 
@@ -98,6 +104,7 @@ def predict_dataset(
         batch_size=batch_size,
         compute=ActorPoolStrategy(min_size=1, max_size=replicas),
         num_cpus=cpus_per_replica,
+        resources=resources or None,  # the node group's (placement), on a cluster
         fn_constructor_kwargs=asdict(args),
     )
 
@@ -158,6 +165,7 @@ def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
         batch_size=spec.batch_size,
         replicas=spec.concurrency,
         cpus_per_replica=spec.cpus_per_replica,
+        resources=dict(context.environment.placement.batch_workers),
     )
     predictions.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": IO_CPUS})
     written = ray.data.read_parquet(out_path, filesystem=out_fs).count()

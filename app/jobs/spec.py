@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from app.core.search_space import Searcher
-from app.settings import StorageSettings
+from app.settings import PlacementSettings, StorageSettings
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 ModelName = Annotated[
@@ -251,6 +251,7 @@ class JobEnvironment:
     tracking_uri: str
     artifact_root: str
     storage: StorageSettings
+    placement: PlacementSettings
     feature_repo: str
     feature_dir: str
     feature_config: str

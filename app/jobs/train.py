@@ -74,9 +74,14 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
         "run_id": run_id,
     }
     scaling = spec.scaling
-    resources = {"CPU": scaling.cpus_per_worker}
+    placement = context.environment.placement
+    resources = {"CPU": scaling.cpus_per_worker, **placement.training_workers}
     if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker
+        resources = {
+            "CPU": scaling.cpus_per_worker,
+            "GPU": scaling.gpus_per_worker,
+            **placement.gpu_training_workers,
+        }
     loop = (
         ray_train.mlp_train_loop
         if spec.trainer in ("mlp_classifier", "mlp_regressor")

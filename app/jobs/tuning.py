@@ -73,6 +73,7 @@ def tune(spec: TrainingSpec, context: JobContext, parent_run_id: str, data: Tabu
         cpus_per_trial=config.cpus_per_trial,
         storage=context.checkpoints("tune"),
         name=context.job_id,
+        resources=dict(context.environment.placement.training_workers),
     )
     epochs = _close_trials(context, parent_run_id, results, int(spec.params.get("epochs", 5)))
     client.log_batch(

@@ -31,6 +31,7 @@ from app.settings.platform import (
     AuthSettings,
     FeatureSettings,
     MlflowSettings,
+    PlacementSettings,
     StateSettings,
     StorageSettings,
     TrainingSettings,
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     )
     training: TrainingSettings = Field(
         default_factory=TrainingSettings, description="Training and batch jobs."
+    )
+    placement: PlacementSettings = Field(
+        default_factory=PlacementSettings,
+        description="Ray resources that pin the service's work to node groups.",
     )
     features: FeatureSettings = Field(
         default_factory=FeatureSettings, description="The Feast feature store."

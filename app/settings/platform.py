@@ -9,6 +9,7 @@ given.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
@@ -169,6 +170,30 @@ class TrainingSettings(Section):
         default=Path("."),
         description="Relative dataset paths of API submissions resolve against it; relative: "
         "to the directory the service started in.",
+    )
+
+
+Resources = dict[str, Annotated[float, Field(gt=0)]]
+
+
+class PlacementSettings(Section):
+    """Where the service's own Ray work runs on a multi-node cluster: extra Ray resources
+    (custom resources of a node group) each kind of work asks for. Empty, the default:
+    anywhere (one node). The cluster's values come from deploy/placement.yaml, given to
+    every node as `ML_PLACEMENT__<KEY>` variables (JSON objects)."""
+
+    state_actors: Resources = Field(
+        default_factory=dict, description="The registry, traffic and monitor actors."
+    )
+    training_workers: Resources = Field(
+        default_factory=dict, description="Ray Train and Tune workers of CPU jobs."
+    )
+    gpu_training_workers: Resources = Field(
+        default_factory=dict,
+        description="Ray Train workers of jobs with `use_gpu` (besides their GPUs).",
+    )
+    batch_workers: Resources = Field(
+        default_factory=dict, description="Ray Data tasks and actors of batch prediction."
     )
 
 
