@@ -47,7 +47,14 @@ def serve_config(target: str) -> dict[str, Any]:
         for name, resources in wanted.items():
             options = deployments[name].setdefault("ray_actor_options", {})
             options["resources"] = {**options.get("resources", {}), **resources}
-    return _merge(config, placement["targets"][target])
+    fields = dict(placement["targets"][target])
+    overrides = fields.pop("deployments", {})
+    for app in config["applications"]:
+        for deployment in app.get("deployments", []):
+            extra = overrides.get(app["name"], {}).get(deployment["name"])
+            if extra:
+                deployment.update(_merge(deployment, extra))
+    return _merge(config, fields)
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -85,14 +92,15 @@ def main(argv: list[str]) -> int:
     what = argv[0] if argv else ""
     if what == "env":
         for key, value in PLACEMENT_ENV.items():
-            print(f"{key}='{value}'")
+            sys.stdout.write(f"{key}='{value}'\n")
     elif what == "nodes":
         for group, resources in NODE_RESOURCES.items():
-            print(f"{group}='{json.dumps(resources, sort_keys=True)}'")
+            compact = json.dumps(resources, sort_keys=True, separators=(",", ":"))
+            sys.stdout.write(f"{group}='{compact}'\n")
     elif what in TARGETS:
-        print(yaml.safe_dump(serve_config(what), sort_keys=False), end="")
+        sys.stdout.write(yaml.safe_dump(serve_config(what), sort_keys=False))
     else:
-        print(f"usage: render.py {'|'.join(TARGETS)}|env|nodes", file=sys.stderr)
+        sys.stderr.write(f"usage: render.py {'|'.join(TARGETS)}|env|nodes\n")
         return 2
     return 0
 

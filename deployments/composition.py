@@ -319,6 +319,13 @@ def _monitor_client(peers: Peers) -> Any:
     return MonitorClient(peers.monitor) if peers.monitor is not None else None
 
 
+def _node() -> str:
+    """This process's Ray node, shortened (empty outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
+
+
 def _monitoring(settings: Settings, peers: Peers, traffic: Any, storage: Any) -> tuple[Any, ...]:
     """The monitoring use case, this replica's prediction log, and what runs beside them
     (None, None, () when monitoring is off)."""
@@ -332,7 +339,11 @@ def _monitoring(settings: Settings, peers: Peers, traffic: Any, storage: Any) ->
     config = settings.monitoring
     rates = SampleRates(peers.monitor, config.sample_rate, config.policy_poll_s)
     log = PredictionLog(
-        storage, rates, flush_s=config.log_flush_s, batch_rows=config.log_batch_rows
+        storage,
+        rates,
+        flush_s=config.log_flush_s,
+        batch_rows=config.log_batch_rows,
+        writer=_node(),
     )
     monitoring = Monitoring(
         MonitorClient(peers.monitor),

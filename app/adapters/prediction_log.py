@@ -7,7 +7,8 @@ worker thread. When the disk cannot keep up the buffer is capped: rows beyond
 `max_buffered_rows` are dropped and counted, never waited for.
 
 Layout (hive-style, so pandas/pyarrow/DuckDB read it as one dataset):
-    predictions/model=<name>/version=<n>/<epoch ms>-<random>.parquet
+    predictions/model=<name>/version=<n>/<epoch ms>-[<writer>-]<random>.parquet
+(`writer`: which process wrote it, e.g. the Ray node of an ingress replica)
 with columns `ts`, `request_id`, `variant`, one column per input feature (as sent),
 `__prediction__` (the row's score: a classifier's last-class probability or a value) and
 `prediction` (the raw output, as JSON).
@@ -84,8 +85,10 @@ class PredictionLog:
         batch_rows: int = 5000,
         max_buffered_rows: int = 200_000,
         draw: Callable[[], float] = random.random,
+        writer: str = "",
     ) -> None:
         self._storage = storage
+        self._writer = f"{writer}-" if writer else ""
         self.sample_rate = sample_rate
         self._flush_s = flush_s
         self._batch_rows = batch_rows
@@ -206,7 +209,7 @@ class PredictionLog:
                 frame = log_frame(requests)
                 if frame.empty:
                     continue
-                name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
+                name = f"{int(time.time() * 1000)}-{self._writer}{uuid.uuid4().hex[:8]}.parquet"
                 key = f"{PREFIX}/model={model}/version={version}/{name}"
                 self._storage.write_bytes(key, parquet_bytes(frame))
             except Unavailable:
