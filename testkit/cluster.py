@@ -92,7 +92,10 @@ class Cluster:
         args += ["--limit", "10000"]
         for condition in filters:
             args += ["--filter", condition]
-        listed: list[dict[str, Any]] = json.loads(self.ray(*args))
+        output = self.ray(*args)
+        if output.strip() == "No resource in the cluster":  # what `ray list` says for none
+            return []
+        listed: list[dict[str, Any]] = json.loads(output)
         return listed
 
     def nodes(self) -> dict[str, str]:

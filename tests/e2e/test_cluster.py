@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -106,13 +107,12 @@ Report = Callable[[str], None]
 
 
 @pytest.fixture
-def report(request: pytest.FixtureRequest) -> Report:
-    """Print a line to the terminal (CI's output), whatever pytest captures."""
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+def report(capsys: pytest.CaptureFixture[str]) -> Report:
+    """Print a line to CI's output, whatever pytest captures."""
 
     def write(line: str) -> None:
-        if terminal is not None:
-            terminal.write_line(f"test_cluster: {line}")
+        with capsys.disabled():
+            sys.stdout.write(f"\ntest_cluster: {line}\n")
 
     return write
 
