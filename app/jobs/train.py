@@ -17,9 +17,10 @@ from typing import Any
 import ray
 
 from app.jobs.context import JobContext, fail_run, quiet_data
-from app.jobs.spec import TrainingSpec
+from app.jobs.spec import ScalingSpec, TrainingSpec
 from app.jobs.tabular import TabularData, load
 from app.logs import configure_logging
+from app.settings import PlacementSettings
 
 log = logging.getLogger("app.jobs.train")
 
@@ -74,14 +75,7 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
         "run_id": run_id,
     }
     scaling = spec.scaling
-    placement = context.environment.placement
-    resources = {"CPU": scaling.cpus_per_worker, **placement.training_workers}
-    if scaling.use_gpu:
-        resources = {
-            "CPU": scaling.cpus_per_worker,
-            "GPU": scaling.gpus_per_worker,
-            **placement.gpu_training_workers,
-        }
+    resources = worker_resources(scaling, context.environment.placement)
     loop = (
         ray_train.mlp_train_loop
         if spec.trainer in ("mlp_classifier", "mlp_regressor")
@@ -114,6 +108,18 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
     if data.feature_signature is not None:
         provenance["feature_signature"] = data.feature_signature
     context.finish(run_id, spec, provenance)
+
+
+def worker_resources(scaling: ScalingSpec, placement: PlacementSettings) -> dict[str, float]:
+    """What each Ray Train worker asks for: its CPUs (and GPUs), and the custom resource of
+    its node group on a cluster (placement: GPU jobs on the GPU group)."""
+    if scaling.use_gpu:
+        return {
+            "CPU": scaling.cpus_per_worker,
+            "GPU": scaling.gpus_per_worker,
+            **placement.gpu_training_workers,
+        }
+    return {"CPU": scaling.cpus_per_worker, **placement.training_workers}
 
 
 def _import(reference: str) -> Any:

@@ -135,6 +135,15 @@ def test_jobs_replicas_and_the_monitor_on_the_worker_nodes(site: Site) -> None:
     ):
         assert site.node_of(actor) == ["head"], actor  # where placement.yaml says
 
+    # the Ray dashboard answers, and only with the cluster's token (token auth on)
+    assert httpx.get(cluster.dashboard + "/", timeout=30).status_code == 200
+    assert httpx.get(cluster.dashboard + "/api/jobs/", timeout=30).status_code == 401
+    ray_token = (cluster.directory / "secrets" / "ray_token").read_text()
+    jobs = httpx.get(
+        cluster.dashboard + "/api/jobs/", headers={"Authorization": f"Bearer {ray_token}"}
+    )
+    assert jobs.status_code == 200, jobs.text
+
     # a training job with Ray's own CLI, as an operator submits one
     submission = f"cluster-train-{int(time.time())}"
     cluster.ray(
