@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     """Stable, documented error codes. Clients switch on these, never on messages."""
 
     VALIDATION_FAILED = "validation_failed"
+    MALFORMED_REQUEST = "malformed_request"  # a body that is not JSON (UTF-8) at all
     INVALID_PAGE_TOKEN = "invalid_page_token"
     INVALID_FILTER = "invalid_filter"
     UNAUTHENTICATED = "unauthenticated"

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.deps import ApiContext
-from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, malformed_openapi
 from app.api.request_context import RequestContextMiddleware
 from app.api.routers import diagnostics, experiments, health, models, runs, serving, training
 from app.api.routers import features as feature_routes
@@ -171,6 +171,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
                 _as_problem(status, response)
+            if "requestBody" in operation:  # any body can fail to parse as JSON
+                operation["responses"].setdefault("400", malformed_openapi())
     app.openapi_schema = schema
     return schema
 

@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.api.schemas.common import FieldErrorOut, Problem
 from app.errors import DomainError, ErrorCode, FieldError
@@ -37,6 +39,7 @@ STATUS_BY_CATEGORY: Mapping[str, int] = {
 }
 
 _STATUS_CODES: Mapping[int, ErrorCode] = {
+    400: ErrorCode.MALFORMED_REQUEST,
     401: ErrorCode.UNAUTHENTICATED,
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.ROUTE_NOT_FOUND,
@@ -48,6 +51,7 @@ _STATUS_CODES: Mapping[int, ErrorCode] = {
 }
 
 _INTERNAL_DETAIL = "An internal error occurred; quote the request_id when reporting it."
+_MALFORMED_DETAIL = "The body is not valid JSON (UTF-8, nested at most a few hundred levels)."
 
 
 def status_of(error: DomainError) -> int:
@@ -142,6 +146,11 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    broken = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+    if broken:  # not JSON at all: no field to name but the body
+        where = broken[0].get("ctx", {}).get("error", "JSON decode error")
+        position = broken[0].get("loc", ("body", "?"))[-1]
+        return _malformed(request, f"The body is not valid JSON: {where} at position {position}.")
     field_errors = tuple(_field_error(e) for e in exc.errors())
     first = field_errors[0] if field_errors else FieldError("body", "invalid request")
     detail = f"{first.field}: {first.message}"
@@ -156,15 +165,43 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+def _malformed(request: Request, detail: str) -> JSONResponse:
+    return problem_response(
+        request,
+        code=ErrorCode.MALFORMED_REQUEST,
+        status=400,
+        detail=detail,
+        field_errors=(FieldError("body", detail, location="body", kind="malformed"),),
+    )
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not parse the body (bytes, depth)
+        return _malformed(request, _MALFORMED_DETAIL)
     code = _STATUS_CODES.get(exc.status_code, ErrorCode.INTERNAL)
     detail = exc.detail if isinstance(exc.detail, str) else code.value
+    headers = exc.headers
     if exc.status_code == 404:
         detail = f"No route {request.method} {request.url.path}."
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path; every route counts
+        allowed = ", ".join(_allowed_methods(request))
+        headers = {**(headers or {}), "Allow": allowed}
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}."
     return problem_response(
-        request, code=code, status=exc.status_code, detail=detail, headers=exc.headers
+        request, code=code, status=exc.status_code, detail=detail, headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path."""
+    path = request.url.path
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        if context.methods and context.path and compile_path(context.path)[0].fullmatch(path):
+            methods |= set(context.methods)
+    return sorted(methods)
 
 
 def internal_error_body(instance: str, request_id: str) -> dict[str, Any]:
@@ -206,6 +243,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _EXAMPLES: Mapping[int, tuple[ErrorCode, str]] = {
+    400: (ErrorCode.MALFORMED_REQUEST, _MALFORMED_DETAIL),
     401: (ErrorCode.UNAUTHENTICATED, "This endpoint needs a bearer token (Authorization header)."),
     403: (ErrorCode.FORBIDDEN, "This action needs the 'engineer' role."),
     404: (ErrorCode.EXPERIMENT_NOT_FOUND, "No experiment with id '42'."),
@@ -219,6 +257,8 @@ _EXAMPLES: Mapping[int, tuple[ErrorCode, str]] = {
     ),
 }
 _DESCRIPTIONS: Mapping[int, str] = {
+    400: "The body is not JSON at all (not UTF-8, cut short, nested too deeply): "
+    "`malformed_request`.",
     401: "No bearer token, or an unknown one.",
     403: "The token's roles do not allow this.",
     404: "The resource does not exist.",
@@ -232,6 +272,24 @@ _DESCRIPTIONS: Mapping[int, str] = {
     "`object_store_unavailable` (S3: artifacts and files), `feature_store_unavailable` "
     "(Feast's online store).",
 }
+
+
+def malformed_openapi() -> dict[str, Any]:
+    """The OpenAPI response of a body that is not JSON (added to every operation with one)."""
+    code, detail = _EXAMPLES[400]
+    example = problem_body(
+        code=code,
+        status=400,
+        detail=detail,
+        instance="/api/v1/ml/experiments",
+        request_id="5f0c6f3e-8a9e-4a43-9d55-2f0f3b8f6a11",
+        field_errors=(FieldError("body", detail, location="body", kind="malformed"),),
+    )
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {
+        "description": _DESCRIPTIONS[400],
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": schema, "example": example}},
+    }
 
 
 def _documented(status: int) -> dict[str, Any]:

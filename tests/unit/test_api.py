@@ -187,15 +187,6 @@ def test_invalid_bodies_are_422_naming_the_field(
     assert tracker.calls == []
 
 
-def test_malformed_json_is_422(client: TestClient, tokens: Tokens) -> None:
-    response = client.post(
-        f"{BASE}/experiments",
-        content=b'{"name": ',
-        headers={**tokens.header(Role.ENGINEER), "content-type": "application/json"},
-    )
-    assert_problem(response, 422, ErrorCode.VALIDATION_FAILED)
-
-
 def test_bad_query_and_header_values_are_422(client: TestClient, tokens: Tokens) -> None:
     viewer = tokens.header(Role.VIEWER)
     body = assert_problem(
@@ -366,3 +357,35 @@ def test_openapi_documents_every_endpoint_with_its_errors(client: TestClient) ->
     schemas = spec["components"]["schemas"]
     assert "example" in schemas["RunCreate"] and "example" in schemas["ExperimentCreate"]
     assert set(schemas["ErrorCode"]["enum"]) == {code.value for code in ErrorCode}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "\xff\xfe"}',  # not UTF-8
+        b"[" * 100_000 + b"]" * 100_000,  # nested deeper than any parser goes
+        b'{"name": ',  # cut short
+    ],
+    ids=["not-utf8", "deeply-nested", "truncated"],
+)
+def test_a_body_that_is_not_json_is_a_documented_400(
+    client: TestClient, tokens: Tokens, tracker: StubTracker, body: bytes
+) -> None:
+    response = client.post(
+        f"{BASE}/experiments",
+        content=body,
+        headers={**tokens.header(Role.ENGINEER), "content-type": "application/json"},
+    )
+    problem = assert_problem(response, 400, ErrorCode.MALFORMED_REQUEST)
+    assert problem["title"] == "Malformed request"
+    assert problem["errors"][0]["field"] == "body"
+    assert "JSON" in problem["detail"]
+    assert tracker.calls == []
+    operation = client.get("/openapi.json").json()["paths"][f"{BASE}/experiments"]["post"]
+    assert "400" in operation["responses"], operation["responses"].keys()
+
+
+def test_a_wrong_method_lists_every_allowed_one(client: TestClient, tokens: Tokens) -> None:
+    response = client.delete(f"{BASE}/experiments", headers=tokens.header(Role.ADMIN))
+    assert_problem(response, 405, ErrorCode.METHOD_NOT_ALLOWED)
+    assert sorted(response.headers["allow"].split(", ")) == ["GET", "POST"]
