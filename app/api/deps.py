@@ -38,14 +38,29 @@ class ApiContext:
     max_page_size: int
 
 
-def _service(name: str, missing: str = "") -> Callable[[Request], Awaitable[Any]]:
-    """A dependency on the `Services` field `name`; 503 with `missing` when it is None."""
+class _NotRunning:
+    """Stands for a part of the service that is not running here: any use of it is 503.
+    Handed to the handler rather than raised at once, so that the request is validated
+    first (bad input is a 4xx whatever runs)."""
+
+    def __init__(self, missing: str) -> None:
+        self._missing = missing
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, self._missing)
+
+
+def _service(
+    name: str, missing: str = "", *, lazy: bool = True
+) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency on the `Services` field `name`; 503 with `missing` when it is None: once
+    a handler uses it (`lazy`), else at once."""
 
     async def get(request: Request) -> Any:
         value = getattr(request.app.state.services, name)
-        if value is None:
+        if value is None and not lazy:
             raise Unavailable(ErrorCode.BACKEND_UNAVAILABLE, missing)
-        return value
+        return _NotRunning(missing) if value is None else value
 
     get.__name__ = f"_{name}"
     return get
@@ -82,7 +97,7 @@ DiagnosticsDep = Annotated[
     Diagnostics, Depends(_service("diagnostics", "Diagnostics is not running."))
 ]
 LlmDep = Annotated[LlmGateway, Depends(_service("llm", "The LLM backend is not running."))]
-Probes = Annotated[tuple[HealthProbe, ...], Depends(_service("probes"))]
+Probes = Annotated[tuple[HealthProbe, ...], Depends(_service("probes", lazy=False))]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Context = Annotated[ApiContext, Depends(_context)]
 

@@ -389,3 +389,19 @@ def test_a_wrong_method_lists_every_allowed_one(client: TestClient, tokens: Toke
     response = client.delete(f"{BASE}/experiments", headers=tokens.header(Role.ADMIN))
     assert_problem(response, 405, ErrorCode.METHOD_NOT_ALLOWED)
     assert sorted(response.headers["allow"].split(", ")) == ["GET", "POST"]
+
+
+def test_times_are_iso_8601_not_numbers(client: TestClient, tokens: Tokens) -> None:
+    from pydantic import ValidationError
+
+    from app.api.schemas.features import MaterializeRequest
+
+    for bad in (0, 1.5, "0", "1796197667", True):
+        with pytest.raises(ValidationError, match="ISO 8601"):
+            MaterializeRequest.model_validate({"end": bad})
+    when = MaterializeRequest.model_validate({"end": "2026-12-01T09:00:00Z"}).end
+    assert when is not None and when.isoformat() == "2026-12-01T09:00:00+00:00"
+    audit = client.get(f"{BASE}/models/churn/audit?as_of=0", headers=tokens.header(Role.VIEWER))
+    problem = assert_problem(audit, 422, ErrorCode.VALIDATION_FAILED)
+    assert problem["errors"][0]["field"] == "as_of", problem
+    assert "ISO 8601" in problem["detail"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Response
 from app.api.deps import Context, CurrentPrincipal, PageParams, PromotionsDep, Registry, Signatures
 from app.api.idempotency import answer_creation
 from app.api.problems import problem_responses
-from app.api.schemas.common import Page
+from app.api.schemas.common import Page, Timestamp
 from app.api.schemas.models import (
     SEMVER_RULE,
     ApprovalCreate,
@@ -255,7 +255,7 @@ async def audit(
     model_id: ModelId,
     registry: Registry,
     as_of: Annotated[
-        datetime | None,
+        Timestamp | None,
         Query(description="Also answer which versions held each stage at this time."),
     ] = None,
 ) -> AuditPublic:

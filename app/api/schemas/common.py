@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.errors import ErrorCode
 
 T = TypeVar("T")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Only an ISO 8601 date-time: a number (or a numeric string) would be taken as seconds
+    since 1970 and silently mean something else."""
+    if isinstance(value, bool | int | float) or (
+        isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()
+    ):
+        raise ValueError("give an ISO 8601 date-time, e.g. 2026-12-01T09:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_8601)]
+"""A date-time the client sends: ISO 8601 only (no time zone: UTC)."""
 
 
 class FieldErrorOut(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.api.schemas.common import Timestamp
 from app.core.features import Catalog, Freshness, OnlineFeatures, ValueStatus
 
 EntityValue = int | float | str | bool
@@ -157,7 +158,9 @@ class MaterializeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    end: datetime | None = Field(default=None, description="Up to this time; default: now.")
+    end: Timestamp | None = Field(
+        default=None, description="Up to this time (ISO 8601; no zone: UTC); default: now."
+    )
 
 
 class MaterializedView(BaseModel):
