@@ -317,3 +317,19 @@ def test_bad_policies_and_unknown_reports_are_clear_errors(service: Service) -> 
     assert missing.status_code == 404 and missing.json()["code"] == "drift_not_evaluated"
     bad_state = service.http.get(f"{BASE}/monitoring/alerts", params={"state": "x"}, headers=viewer)
     assert bad_state.status_code == 422
+
+
+def test_monitoring_a_model_that_does_not_exist_is_404(service: Service) -> None:
+    engineer = service.tokens.header(Role.ENGINEER)
+    base = f"{BASE}/models/no-such-model/monitoring"
+    answers = {
+        "GET monitoring": service.http.get(base, headers=engineer),
+        "GET policy": service.http.get(f"{base}/policy", headers=engineer),
+        "PUT policy": service.http.put(f"{base}/policy", json={"window_s": 600}, headers=engineer),
+        "POST evaluate": service.http.post(f"{base}/evaluate", headers=engineer),
+    }
+    for what, answer in answers.items():
+        assert answer.status_code == 404, (what, answer.text)
+        assert answer.json()["code"] == "model_not_found", (what, answer.text)
+    # nothing was stored for it
+    assert service.http.get(f"{BASE}/models/no-such-model", headers=engineer).status_code == 404

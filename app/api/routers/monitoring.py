@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import HTMLResponse
 
-from app.api.deps import MonitoringDep, PageParams
+from app.api.deps import MonitoringDep, PageParams, Registry
 from app.api.problems import problem_responses
 from app.api.routers.models import ModelId
 from app.api.schemas.common import Page
@@ -62,9 +62,12 @@ async def list_alerts(
     response_model=ModelMonitoring,
     responses=problem_responses(404, 422, 503),
 )
-async def model_monitoring(model_id: ModelId, monitoring: MonitoringDep) -> ModelMonitoring:
+async def model_monitoring(
+    model_id: ModelId, monitoring: MonitoringDep, registry: Registry
+) -> ModelMonitoring:
     """Per variant: requests, errors, rate, latency percentiles, quality from feedback; per
     version: drift per feature (and of the predictions) with the window it covers."""
+    await registry.get_model(model_id)  # 404 for a model the registry does not know
     policy, own = await monitoring.policy(model_id)
     variants = await monitoring.variants(model_id, policy)
     drift = await monitoring.drift(model_id)
@@ -81,10 +84,13 @@ async def model_monitoring(model_id: ModelId, monitoring: MonitoringDep) -> Mode
 @router.get(
     "/models/{model_id}/monitoring/policy",
     response_model=MonitoringPolicyPublic,
-    responses=problem_responses(422, 503),
+    responses=problem_responses(404, 422, 503),
 )
-async def get_policy(model_id: ModelId, monitoring: MonitoringDep) -> MonitoringPolicyPublic:
+async def get_policy(
+    model_id: ModelId, monitoring: MonitoringDep, registry: Registry
+) -> MonitoringPolicyPublic:
     """The model's monitoring policy (the service's defaults until one is set)."""
+    await registry.get_model(model_id)
     policy, own = await monitoring.policy(model_id)
     return MonitoringPolicyPublic.of(model_id, policy, own)
 
@@ -92,14 +98,16 @@ async def get_policy(model_id: ModelId, monitoring: MonitoringDep) -> Monitoring
 @router.put(
     "/models/{model_id}/monitoring/policy",
     response_model=MonitoringPolicyPublic,
-    responses=problem_responses(422, 503),
+    responses=problem_responses(404, 422, 503),
 )
 async def set_policy(
     model_id: ModelId,
     body: Annotated[MonitoringPolicyBody, Body()],
     monitoring: MonitoringDep,
+    registry: Registry,
 ) -> MonitoringPolicyPublic:
     """Set the model's window, thresholds, cooldown, sample rate, webhook and retraining."""
+    await registry.get_model(model_id)
     policy = await monitoring.set_policy(model_id, body.to_domain())
     return MonitoringPolicyPublic.of(model_id, policy, True)
 
@@ -107,11 +115,14 @@ async def set_policy(
 @router.post(
     "/models/{model_id}/monitoring/evaluate",
     response_model=list[DriftOut],
-    responses=problem_responses(422, 503),
+    responses=problem_responses(404, 422, 503),
 )
-async def evaluate(model_id: ModelId, monitoring: MonitoringDep) -> list[DriftOut]:
+async def evaluate(
+    model_id: ModelId, monitoring: MonitoringDep, registry: Registry
+) -> list[DriftOut]:
     """Evaluate drift now (the monitor also does every `evaluate_every_s`); alerts,
     webhooks and retraining follow as they would."""
+    await registry.get_model(model_id)
     found = await monitoring.evaluate(model_id)
     return [DriftOut.of(version, body) for version, body in sorted(found.items())]
 
