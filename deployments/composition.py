@@ -22,7 +22,7 @@ from app.ports.health import HealthProbe
 from app.services.container import Services
 from app.services.features import Features
 from app.services.training import TrainingJobs
-from app.settings import Settings
+from app.settings import AuthSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,22 @@ def features(settings: Settings, store: Any = None) -> Features | None:
     return Features(store, settings.features.catalog_ttl_s)
 
 
+def jwt_verifier(auth: AuthSettings) -> Any:
+    """The verifier of the OIDC issuer's JWTs (None: not configured)."""
+    if auth.oidc is None:
+        return None
+    from app.adapters.oidc import OidcVerifier
+
+    return OidcVerifier(auth.oidc)
+
+
+def token_book(auth: AuthSettings) -> Any:
+    """Who may call: the configured tokens, and the OIDC issuer's JWTs."""
+    from app.core.access import TokenBook
+
+    return TokenBook.of(((t.name, t.roles, t.sha256) for t in auth.tokens), jwt_verifier(auth))
+
+
 def ingress_app(settings: Settings, peers: Peers) -> FastAPI:
     """The API of one ingress replica: every use case over the peers' handles."""
     from app.api.factory import create_api
@@ -198,6 +214,7 @@ def ingress_app(settings: Settings, peers: Peers) -> FastAPI:
         tokens=settings.auth.tokens,
         mlflow_prefix=settings.mlflow.ui_prefix,
         echo_request_id=False,
+        jwt_verifier=jwt_verifier(settings.auth),
     )
 
 

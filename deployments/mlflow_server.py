@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from starlette.types import ASGIApp
 
-from app.core.access import TokenBook
 from app.logs import configure_logging
-from app.settings import MlflowSettings, TokenEntry
+from app.settings import AuthSettings, MlflowSettings
+from deployments import composition
 
 # The private variables `mlflow server` sets for its workers (mlflow/server/__init__.py).
 _BACKEND_STORE = "_MLFLOW_SERVER_FILE_STORE"
@@ -31,13 +30,11 @@ class MlflowServer:
 
     Args:
         mlflow: the MLflow stores and the UI prefix.
-        tokens: the known tokens (hashes) and their roles.
+        auth: who may call (the known tokens, an OIDC issuer).
         log_level: the service log level.
     """
 
-    def __init__(
-        self, mlflow: MlflowSettings, tokens: Sequence[TokenEntry], log_level: str
-    ) -> None:
+    def __init__(self, mlflow: MlflowSettings, auth: AuthSettings, log_level: str) -> None:
         if "mlflow.server" in sys.modules:
             raise RuntimeError("mlflow.server was imported before its settings were applied")
         configure_logging(log_level)
@@ -53,7 +50,7 @@ class MlflowServer:
             os.environ[_ALLOWED_HOSTS] = ",".join(mlflow.allowed_hosts)
         self._prefix = mlflow.ui_prefix
         self._artifact_root = mlflow.artifact_root
-        self._tokens = TokenBook.of((t.name, t.roles, t.sha256) for t in tokens)
+        self._tokens = composition.token_book(auth)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         """Serve calls this on the replica, after `__init__`."""

@@ -170,4 +170,3 @@ def _free_range() -> int:
         if all(_port_free(base + offset) for offset in _OFFSETS):
             return base
     raise RuntimeError("no free port range for a cluster in 20000-31000")
-

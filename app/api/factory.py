@@ -3,7 +3,7 @@ the API's settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +18,7 @@ from app.api.routers import features as feature_routes
 from app.api.routers import llm as llm_routes
 from app.api.routers import monitoring as monitoring_routes
 from app.api.security import SECURITY_SCHEME
-from app.core.access import TokenBook
+from app.core.access import Principal, TokenBook
 from app.services.container import Services
 from app.settings import ApiSettings, TokenEntry
 
@@ -89,6 +89,7 @@ def create_api(
     tokens: Sequence[TokenEntry],
     mlflow_prefix: str = "/mlflow",
     echo_request_id: bool = True,
+    jwt_verifier: Callable[[str], Principal] | None = None,
 ) -> FastAPI:
     """The API application.
 
@@ -99,6 +100,7 @@ def create_api(
         mlflow_prefix: where the MLflow UI is served (links in responses).
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
             which adds it itself.
+        jwt_verifier: also accept the JWTs it verifies (OIDC), besides the tokens.
     """
     background = services.background
 
@@ -118,7 +120,7 @@ def create_api(
         openapi_tags=_TAGS,
     )
     app.state.services = services
-    app.state.token_book = TokenBook.of((t.name, t.roles, t.sha256) for t in tokens)
+    app.state.token_book = TokenBook.of(((t.name, t.roles, t.sha256) for t in tokens), jwt_verifier)
     app.state.context = ApiContext(
         api_base=api.base_path,
         mlflow_prefix=mlflow_prefix,

@@ -28,7 +28,8 @@ from urllib.parse import unquote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.problems import PROBLEM_MEDIA_TYPE, problem_body, status_of
-from app.core.access import TokenBook, authenticate, authorize, mlflow_route_role
+from app.api.security import authenticate_header
+from app.core.access import TokenBook, authorize, mlflow_route_role
 from app.errors import DomainError, InvalidInput
 
 _CHALLENGE = b'Basic realm="ML Service (token as password)", charset="UTF-8"'
@@ -133,7 +134,8 @@ class MlflowGateway:
             role = mlflow_route_role(scope["method"], full[len(self.prefix) :])
             if role is not None:
                 try:
-                    principal = authenticate(self.token_book, _header(scope, b"authorization"))
+                    header = _header(scope, b"authorization")
+                    principal = await authenticate_header(self.token_book, header)
                     authorize(principal, role)
                 except DomainError as exc:
                     await _refuse(send, exc, full, _header(scope, b"x-request-id") or "")

@@ -15,13 +15,30 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from app.api.problems import problem_responses
-from app.core.access import Role, TokenBook, authenticate, authorize, role_for_method
+from app.core.access import (
+    Principal,
+    Role,
+    TokenBook,
+    authenticate,
+    authorize,
+    credential_from_header,
+    role_for_method,
+)
 
 ROLE_KEY = "x-required-role"
 PUBLIC: dict[str, Any] = {ROLE_KEY: None}
 SECURITY_SCHEME = "bearerAuth"
+
+
+async def authenticate_header(book: TokenBook, authorization: str | None) -> Principal:
+    """`authenticate`, off the event loop when a JWT's check may fetch the issuer's keys."""
+    token = credential_from_header(authorization)
+    if token is not None and book.verifies_jwt(token):
+        return await run_in_threadpool(authenticate, book, authorization)
+    return authenticate(book, authorization)
 
 
 def requires(role: Role) -> dict[str, Any]:
@@ -64,7 +81,7 @@ class GuardedRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             book: TokenBook = request.app.state.token_book
-            principal = authenticate(book, request.headers.get("authorization"))
+            principal = await authenticate_header(book, request.headers.get("authorization"))
             authorize(principal, role)
             request.state.principal = principal
             return await handler(request)

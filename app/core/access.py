@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,18 +63,38 @@ def token_digest(token: str) -> str:
 
 @dataclass(frozen=True)
 class TokenBook:
-    """The known tokens, by digest."""
+    """The known tokens, by digest; and, when an identity provider is configured, the
+    verifier of its JWTs (which raises `Unauthenticated` naming why a JWT is refused)."""
 
     by_digest: dict[str, Principal]
+    jwt_verifier: Callable[[str], Principal] | None = None
 
     @classmethod
-    def of(cls, entries: Iterable[tuple[str, Iterable[Role], str]]) -> TokenBook:
-        """Build from `(name, roles, sha256)` triples."""
-        return cls({digest: Principal(name, frozenset(roles)) for name, roles, digest in entries})
+    def of(
+        cls,
+        entries: Iterable[tuple[str, Iterable[Role], str]],
+        jwt_verifier: Callable[[str], Principal] | None = None,
+    ) -> TokenBook:
+        """Build from `(name, roles, sha256)` triples (and a JWT verifier)."""
+        known = {digest: Principal(name, frozenset(roles)) for name, roles, digest in entries}
+        return cls(known, jwt_verifier)
+
+    def verifies_jwt(self, token: str) -> bool:
+        """Whether `token` goes to the JWT verifier (which may fetch the issuer's keys)."""
+        return self.jwt_verifier is not None and looks_like_jwt(token)
 
     def principal_for(self, token: str) -> Principal | None:
         """The principal holding `token`, or None if the token is unknown."""
-        return self.by_digest.get(token_digest(token))
+        known = self.by_digest.get(token_digest(token))
+        if known is None and self.jwt_verifier is not None and looks_like_jwt(token):
+            return self.jwt_verifier(token)
+        return known
+
+
+def looks_like_jwt(token: str) -> bool:
+    """A compact JWS: three base64url parts (a service token has no dots)."""
+    parts = token.split(".")
+    return len(parts) == 3 and all(parts[:2]) and not token.startswith(TOKEN_PREFIX)
 
 
 def credential_from_header(authorization: str | None) -> str | None:

@@ -29,8 +29,50 @@ class TokenEntry(Section):
     )
 
 
+class OidcSettings(Section):
+    """JWT bearer tokens from an OpenID Connect issuer (Keycloak, Okta, Entra ID, Dex...):
+    signed with a key of the issuer's JWKS, for this audience, roles from a claim."""
+
+    issuer: str = Field(
+        min_length=1, description="The `iss` every token must carry, e.g. https://idp/realms/ml."
+    )
+    jwks_url: str = Field(
+        pattern=r"^https?://", description="The issuer's signing keys (JWKS document)."
+    )
+    audience: str = Field(min_length=1, description="The `aud` every token must name.")
+    roles_claim: str = Field(
+        default="roles",
+        min_length=1,
+        description="The claim holding the caller's roles (a list or a space-separated string; "
+        "dots reach into objects, e.g. `realm_access.roles`).",
+    )
+    role_map: dict[str, Role] = Field(
+        default_factory=dict,
+        description="Claim value -> service role, e.g. {ml-engineers: engineer}; a value that is "
+        "itself a role name counts as that role. Values mapped to nothing grant nothing.",
+    )
+    name_claim: str = Field(
+        default="sub", min_length=1, description="The claim recorded as the actor in audit events."
+    )
+    algorithms: tuple[str, ...] = Field(
+        default=("RS256", "ES256"), min_length=1, description="Signature algorithms accepted."
+    )
+    leeway_s: float = Field(default=30, ge=0, le=300, description="Clock skew allowed.")
+    jwks_timeout_s: float = Field(
+        default=5, gt=0, le=60, description="Fetching the JWKS gives up after this long."
+    )
+    jwks_cache_s: float = Field(
+        default=300, ge=0, description="Keys are re-fetched this often (and for an unknown kid)."
+    )
+
+
 class AuthSettings(Section):
     """Who may call the API."""
+
+    oidc: OidcSettings | None = Field(
+        default=None,
+        description="Also accept JWTs of an OpenID Connect issuer (besides the tokens below).",
+    )
 
     tokens: tuple[TokenEntry, ...] = Field(
         default=(), description="Known tokens, as hashes (never plaintext)."

@@ -29,7 +29,7 @@ import yaml
 
 from app.core.access import Role
 from app.samples import churn
-from testkit.auth import Tokens
+from testkit.auth import RoleClient, Tokens
 from testkit.cluster import Cluster, local_cluster
 from testkit.stack import ROOT
 from testkit.waiting import wait_for
@@ -42,20 +42,12 @@ REQUEST_TIMEOUT_S = 60  # a request without an answer by then hangs
 RECOVERY_S = 120  # after a node is lost, requests fail for at most this long
 
 
-class Site:
+class Site(RoleClient):
     """The cluster with the service on it, and an HTTP client per role."""
 
     def __init__(self, cluster: Cluster, tokens: Tokens) -> None:
-        self.cluster, self.tokens = cluster, tokens
-        self.http = httpx.Client(base_url=cluster.url + BASE, timeout=300)
-
-    def call(self, method: str, path: str, role: Role = Role.ENGINEER, **kw: Any) -> httpx.Response:
-        return self.http.request(method, path, headers=self.tokens.header(role), **kw)
-
-    def ok(self, method: str, path: str, role: Role = Role.ENGINEER, **kw: Any) -> Any:
-        response = self.call(method, path, role, **kw)
-        assert response.status_code < 300, (method, path, response.status_code, response.text)
-        return response.json() if response.content else None
+        super().__init__(cluster.url + BASE, tokens)
+        self.cluster = cluster
 
     def job(self, job_id: str) -> dict[str, Any]:
         """Wait until a training job ends; its view."""

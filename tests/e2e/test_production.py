@@ -27,7 +27,7 @@ import yaml
 from app.core.access import Role
 from app.core.drift import REFERENCE_ARTIFACT
 from app.samples import churn
-from testkit.auth import Tokens
+from testkit.auth import RoleClient, Tokens
 from testkit.models import log_model_run
 from testkit.service import ROOT, Service
 from testkit.stack import Stack, local_stack
@@ -43,20 +43,12 @@ OUTAGE_ANSWER_S = 30  # an endpoint of a stopped store answers 503 within this
 LOCAL_ONLY = ("cache/", ".prepare.lock")
 
 
-class Day:
+class Day(RoleClient):
     """The service on the stack, and an HTTP client per role."""
 
     def __init__(self, service: Service, stack: Stack, tokens: Tokens, env: dict[str, str]) -> None:
-        self.service, self.stack, self.tokens, self.env = service, stack, tokens, env
-        self.http = httpx.Client(base_url=service.url + BASE, timeout=300)
-
-    def call(self, method: str, path: str, role: Role = Role.ENGINEER, **kw: Any) -> httpx.Response:
-        return self.http.request(method, path, headers=self.tokens.header(role), **kw)
-
-    def ok(self, method: str, path: str, role: Role = Role.ENGINEER, **kw: Any) -> Any:
-        response = self.call(method, path, role, **kw)
-        assert response.status_code < 300, (method, path, response.status_code, response.text)
-        return response.json() if response.content else None
+        super().__init__(service.url + BASE, tokens)
+        self.service, self.stack, self.env = service, stack, env
 
     def health(self) -> dict[str, str]:
         report = httpx.get(f"{self.service.url}{BASE}/health", timeout=60).json()

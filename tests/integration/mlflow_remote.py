@@ -21,13 +21,14 @@ def serve(port: int, tracking_uri: str, artifact_root: str, token_sha256: str) -
 
     from app.adapters.mlflow_store import prepare_mlflow_store
     from app.core.access import Role
-    from app.settings import MlflowSettings, TokenEntry
+    from app.settings import AuthSettings, MlflowSettings, TokenEntry
     from deployments.mlflow_server import MlflowServer
 
     prepare_mlflow_store(tracking_uri, artifact_root)
     settings = MlflowSettings(tracking_uri=tracking_uri, artifact_root=artifact_root)
     token = TokenEntry(name="notebook", roles=(Role.ENGINEER,), sha256=token_sha256)
-    app = MlflowServer(settings, [token], "WARNING").__serve_build_asgi_app__()
+    auth = AuthSettings(tokens=(token,))
+    app = MlflowServer(settings, auth, "WARNING").__serve_build_asgi_app__()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
