@@ -97,6 +97,7 @@ def monitor_parts(settings: Settings, registry: Any) -> dict[str, Any]:
     from app.adapters.serve_metrics import DriftGauges
     from app.adapters.storage import open_storage
     from app.adapters.webhooks import WebhookDelivery
+    from app.core.webhook_targets import networks
 
     configure_logging(settings.log_level)
     config = settings.monitoring
@@ -108,7 +109,12 @@ def monitor_parts(settings: Settings, registry: Any) -> dict[str, Any]:
         "references": StoredReferences(settings.mlflow.tracking_uri, storage),
         "predictions": PredictionLogReader(storage),
         "jobs": training_jobs(settings, ActorModelRegistry(registry)),
-        "delivery": WebhookDelivery(secret, config.webhook_timeout_s, config.webhook_attempts),
+        "delivery": WebhookDelivery(
+            secret,
+            config.webhook_timeout_s,
+            config.webhook_attempts,
+            allowed=networks(config.webhook_allowed_networks),
+        ),
         "gauges": DriftGauges(),
     }
 
@@ -351,6 +357,7 @@ def _monitoring(settings: Settings, peers: Peers, traffic: Any, storage: Any) ->
     from app.adapters.drift_report import MatplotlibDriftReports
     from app.adapters.monitor_client import MonitorClient, SampleRates
     from app.adapters.prediction_log import PredictionLog, PredictionLogReader
+    from app.core.webhook_targets import networks
     from app.services.monitoring import Monitoring
 
     config = settings.monitoring
@@ -368,5 +375,6 @@ def _monitoring(settings: Settings, peers: Peers, traffic: Any, storage: Any) ->
         log,
         PredictionLogReader(storage),
         MatplotlibDriftReports(),
+        networks(config.webhook_allowed_networks),
     )
     return monitoring, log, (rates, log)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.core.monitoring import Alert, AlertState, MonitoringPolicy
 from app.core.serving_stats import VariantStats
-from app.errors import DomainError, ErrorCode, NotFound
+from app.core.webhook_targets import IpNetwork, refusal
+from app.errors import DomainError, ErrorCode, InvalidInput, NotFound
 from app.ports.monitoring import DriftReports, MonitorControl, PredictionWindows
 from app.ports.serving import PredictionSink, ServingControl
 
@@ -23,6 +26,7 @@ class Monitoring:
         log: this replica's prediction log (flushed before an evaluation on demand).
         windows: the prediction log as monitoring reads it (request rates).
         reports: draws drift evaluations for people.
+        webhook_allowed: networks webhooks may reach although link-local.
     """
 
     def __init__(
@@ -32,8 +36,10 @@ class Monitoring:
         log: PredictionSink | None,
         windows: PredictionWindows | None,
         reports: DriftReports,
+        webhook_allowed: Sequence[IpNetwork] = (),
     ) -> None:
         self._monitor = monitor
+        self._webhook_allowed = tuple(webhook_allowed)
         self._traffic = traffic
         self._log = log
         self._windows = windows
@@ -47,6 +53,16 @@ class Monitoring:
         return await self._monitor.policy(model)
 
     async def set_policy(self, model: str, policy: MonitoringPolicy) -> MonitoringPolicy:
+        """Set a model's policy; a webhook to a link-local or metadata address is refused."""
+        if policy.webhook_url:
+            host = urlsplit(policy.webhook_url).hostname or ""
+            why = refusal(host, (), self._webhook_allowed)
+            if why:
+                raise InvalidInput.for_field(
+                    "webhook_url",
+                    f"{why}; alerts cannot be sent there (allow its network with "
+                    "monitoring.webhook_allowed_networks)",
+                )
         return await self._monitor.set_policy(model, policy)
 
     async def evaluate(self, model: str) -> dict[int, dict[str, Any]]:

@@ -3,10 +3,13 @@ monitoring (prediction log, drift, alerts, retraining)."""
 
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, Field, SecretStr
+from typing import Self
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from app.core.comparison import Goal
 from app.core.gates import Gate, MetricRule, PromotionPolicy
+from app.core.webhook_targets import networks, refusal
 from app.settings.section import Section
 
 
@@ -131,11 +134,30 @@ class MonitoringSettings(Section):
         description="HMAC-SHA256 key of the X-MLService-Signature header (ML_MONITORING__"
         "WEBHOOK_SECRET).",
     )
+    webhook_allowed_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs webhooks may reach although link-local (e.g. 169.254.10.0/24); "
+        "link-local and cloud metadata targets are refused otherwise.",
+    )
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="One delivery attempt.")
     webhook_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per delivery.")
     policy_poll_s: float = Field(
         default=5.0, gt=0, description="How often replicas refresh the models' sample rates."
     )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks(value)  # ValueError names the bad one
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_may_go(self) -> Self:
+        if self.webhook_url is not None and self.webhook_url.host:
+            why = refusal(self.webhook_url.host, (), networks(self.webhook_allowed_networks))
+            if why:
+                raise ValueError(f"webhook_url: {why} (see webhook_allowed_networks)")
+        return self
 
 
 class DiagnosticsSettings(Section):

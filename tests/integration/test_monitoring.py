@@ -301,6 +301,7 @@ def test_bad_policies_and_unknown_reports_are_clear_errors(service: Service) -> 
         ({"thresholds": {"ks_statistic": 3}}, "thresholds.ks_statistic"),
         ({"retrain": {"spec": {"trainer": "mlp_classifier"}}}, "retrain.spec"),
         ({"window": 60}, "window"),
+        ({"webhook_url": "http://169.254.169.254/latest/meta-data/"}, "webhook_url"),
     ]
     for body, field_name in cases:
         response = service.http.put(url, json=body, headers=engineer)
