@@ -170,11 +170,12 @@ def test_jobs_replicas_and_the_monitor_on_the_worker_nodes(site: Site) -> None:
     site.ok("POST", "/models/churn/deploy", json={"strategy": "replace", "version": version})
     sent = rows(seed=5, count=400)
     for start in range(0, len(sent), 20):
-        answer = site.call(
-            "POST",
-            "/predict",
-            Role.VIEWER,
+        # a connection each: HAProxy balances them over the ingress replicas of two nodes
+        answer = httpx.post(
+            f"{cluster.url}{BASE}/predict",
             json={"model": "churn", "inputs": sent[start : start + 20]},
+            headers=site.tokens.header(Role.VIEWER),
+            timeout=120,
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["version"] == version
@@ -306,7 +307,7 @@ def test_a_worker_node_lost_mid_training_resumes_from_the_s3_checkpoint(
     site: Site, report: Report
 ) -> None:
     spec = yaml.safe_load((ROOT / "configs" / "training" / "churn_mlp.yaml").read_text())
-    spec["params"]["epochs"] = 6
+    spec["params"]["epochs"] = 12  # long enough to be killed in the middle
     spec["scaling"] = {"num_workers": 1, "cpus_per_worker": 0.5}
     spec["register"] = {"model": "churn-cluster", "description": "survives a lost node"}
     job_id = site.ok("POST", "/training/submit", json=spec)["job_id"]
