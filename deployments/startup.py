@@ -37,12 +37,13 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
         prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
         if settings.features.enabled:
             feature_store(settings).start(demo_data=settings.features.demo_data)
-        if settings.auth.tokens:
-            return settings
+        if settings.auth.tokens or settings.auth.oidc is not None:
+            return settings  # callers are known: no token is generated
         if not settings.auth.bootstrap_admin_token:
             raise SettingsError(
-                "auth.tokens is empty and auth.bootstrap_admin_token is off: configure at "
-                "least one token (mint one with `python -m app.tokens --role admin`)"
+                "auth.tokens is empty, auth.oidc is not set and auth.bootstrap_admin_token is "
+                "off: configure at least one token (mint one with `python -m app.tokens "
+                "--role admin`) or an OIDC issuer"
             )
         token_file = settings.auth.admin_token_file
         digest = _ensure_token_file(token_file)

@@ -57,6 +57,19 @@ def test_configured_tokens_mean_no_generated_token(tmp_path: Path, mlflow_templa
     assert not (settings.data_dir / "admin.token").exists()
 
 
+def test_an_oidc_issuer_alone_is_enough_and_generates_no_token(
+    tmp_path: Path, mlflow_template: Path
+) -> None:
+    oidc = {
+        "issuer": "https://idp.example",
+        "jwks_url": "https://idp.example/certs",
+        "audience": "ml",
+    }
+    settings = fresh(tmp_path, mlflow_template, auth={"oidc": oidc})
+    assert prepare(settings).auth.tokens == ()
+    assert not (settings.data_dir / "admin.token").exists()
+
+
 def test_no_tokens_and_no_bootstrap_is_refused(tmp_path: Path, mlflow_template: Path) -> None:
     settings = fresh(tmp_path, mlflow_template, auth={"bootstrap_admin_token": False})
     with pytest.raises(SettingsError) as refused:
