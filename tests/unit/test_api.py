@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from app.ports.health import ComponentHealth, HealthStatus
 from testkit.api import StubTracker, build_app
 from testkit.auth import Tokens
 from testkit.settings import settings_for
+from testkit.waiting import wait_for
 
 BASE = "/api/v1/ml"
 PROBLEM = "application/problem+json"
@@ -405,3 +407,34 @@ def test_times_are_iso_8601_not_numbers(client: TestClient, tokens: Tokens) -> N
     problem = assert_problem(audit, 422, ErrorCode.VALIDATION_FAILED)
     assert problem["errors"][0]["field"] == "as_of", problem
     assert "ISO 8601" in problem["detail"]
+
+
+def test_a_stuck_probe_is_waited_for_not_started_again(
+    tmp_path: Path, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health_router, "PROBE_TIMEOUT_S", 0.05)
+    release = threading.Event()
+
+    class Stuck:
+        name, required, calls = "artifact_store", True, 0
+
+        def probe(self) -> ComponentHealth:
+            Stuck.calls += 1
+            release.wait(30)  # a store that is out: connect timeouts and retries
+            return ComponentHealth(self.name, HealthStatus.OK)
+
+    stuck = Stuck()
+    probes = [Probe("feature_online_store", HealthStatus.OK), stuck]
+    client = TestClient(build_app(settings_for(tmp_path, tokens), StubTracker(), probes))
+    try:
+        for _ in range(20):  # a poller asking every few milliseconds
+            components = {
+                c["name"]: c["status"] for c in client.get(f"{BASE}/health").json()["components"]
+            }
+            assert components == {"feature_online_store": "ok", "artifact_store": "down"}
+        assert Stuck.calls == 1
+    finally:
+        release.set()
+    assert wait_for(
+        lambda: client.get(f"{BASE}/health").json()["ready"], "the probe did not recover"
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
-import anyio
 from fastapi import APIRouter, Response
 
 from app.api.deps import Probes
@@ -52,10 +53,28 @@ async def _report(probes: tuple[HealthProbe, ...], response: Response) -> Health
     )
 
 
+# Probes run on threads of their own, one at a time per probe: a probe stuck on a store
+# that is out (connect timeouts, retries) is waited for again by the next report rather
+# than started once more, so stuck probes never pile up and starve the others (or the
+# request threads) of threads.
+_PROBE_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="health-probe")
+_in_flight: dict[int, Future[ComponentHealth]] = {}
+_in_flight_lock = threading.Lock()
+
+
+def _started(probe: HealthProbe) -> Future[ComponentHealth]:
+    with _in_flight_lock:
+        running = _in_flight.get(id(probe))
+        if running is None or running.done():
+            running = _in_flight[id(probe)] = _PROBE_THREADS.submit(probe.probe)
+        return running
+
+
 async def _probe(probe: HealthProbe) -> ComponentHealth:
     started = time.perf_counter()
     try:
-        return await asyncio.wait_for(anyio.to_thread.run_sync(probe.probe), PROBE_TIMEOUT_S)
+        running = asyncio.shield(asyncio.wrap_future(_started(probe)))
+        return await asyncio.wait_for(running, PROBE_TIMEOUT_S)
     except TimeoutError:
         elapsed = (time.perf_counter() - started) * 1000
         return ComponentHealth(probe.name, HealthStatus.DOWN, "timed out", elapsed)
