@@ -6,6 +6,7 @@ touched: every command gets this stack's ML_STACK_DIR and ports.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -152,3 +153,17 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def day_settings(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """The service's settings of an e2e day on the stack: the test's token entries, the
+    demo feature data, statistics and the prediction log flushed fast, drift evaluated on
+    demand (from 50 rows)."""
+    return {
+        "ML_AUTH__TOKENS": json.dumps(entries),
+        "ML_FEATURES__DEMO_DATA": "true",
+        "ML_SERVING__STATS_FLUSH_S": "0.2",
+        "ML_MONITORING__LOG_FLUSH_S": "0.2",
+        "ML_MONITORING__EVALUATE_EVERY_S": "3600",
+        "ML_MONITORING__MIN_SAMPLES": "50",
+    }

@@ -14,7 +14,6 @@ and the job resumes from its S3 checkpoint on the other one.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -31,7 +30,7 @@ from app.core.access import Role
 from app.samples import churn
 from testkit.auth import RoleClient, Tokens
 from testkit.cluster import Cluster, local_cluster
-from testkit.stack import ROOT
+from testkit.stack import ROOT, day_settings
 from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -81,14 +80,7 @@ class Site(RoleClient):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tokens = Tokens()
-    env = {
-        "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
-        "ML_FEATURES__DEMO_DATA": "true",
-        "ML_SERVING__STATS_FLUSH_S": "0.2",
-        "ML_MONITORING__LOG_FLUSH_S": "0.2",
-        "ML_MONITORING__EVALUATE_EVERY_S": "3600",
-        "ML_MONITORING__MIN_SAMPLES": "50",
-    }
+    env = day_settings(tokens.entries())
     # under /tmp: private to each worker node (a tmpfs of its own)
     data_dir = tmp_path_factory.mktemp("cluster-data")
     with local_cluster(env, data_dir) as cluster:

@@ -14,7 +14,6 @@ predicting, and everything recovers without a restart.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from app.samples import churn
 from testkit.auth import RoleClient, Tokens
 from testkit.models import log_model_run
 from testkit.service import ROOT, Service
-from testkit.stack import Stack, local_stack
+from testkit.stack import Stack, day_settings, local_stack
 from testkit.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -75,12 +74,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
         env = {
             **stores,
             "ML_ENV": "prod",
-            "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
-            "ML_FEATURES__DEMO_DATA": "true",
-            "ML_SERVING__STATS_FLUSH_S": "0.2",
-            "ML_MONITORING__LOG_FLUSH_S": "0.2",
-            "ML_MONITORING__EVALUATE_EVERY_S": "3600",
-            "ML_MONITORING__MIN_SAMPLES": "50",
+            **day_settings(tokens.entries()),
         }
         service.start(env, timeout_s=600)
         try:
