@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     GATES_FAILED = "gates_failed"
     NOT_DEPLOYED = "not_deployed"
     JOB_NOT_FOUND = "job_not_found"
+    TOKEN_NOT_FOUND = "token_not_found"
     FEATURE_SERVICE_NOT_FOUND = "feature_service_not_found"
     FEATURE_CONTRACT_BROKEN = "feature_contract_broken"
     DRIFT_NOT_EVALUATED = "drift_not_evaluated"

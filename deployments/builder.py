@@ -73,7 +73,7 @@ def build_mlflow_app(args: AppArgs) -> Application:
     """The `mlflow` application: MLflow's tracking server and UI, behind the service's tokens."""
     settings = _settings(args, announce=False)
     deployment = serve.deployment(name="MlflowServer")(serve.ingress()(MlflowServer))
-    return deployment.bind(settings.mlflow, settings.auth, settings.log_level)
+    return deployment.bind(settings.mlflow, settings.auth, settings.state, settings.log_level)
 
 
 def model_server(settings: Settings) -> Deployment:

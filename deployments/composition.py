@@ -201,11 +201,21 @@ def jwt_verifier(auth: AuthSettings) -> Any:
     return OidcVerifier(auth.oidc)
 
 
-def token_book(auth: AuthSettings) -> Any:
-    """Who may call: the configured tokens, and the OIDC issuer's JWTs."""
+def api_tokens(database_url: str) -> Any:
+    """The tokens made through the API, in the service database (`ApiTokens`)."""
+    from app.adapters.token_store import SqlTokenStore
+    from app.services.tokens import ApiTokens
+
+    return ApiTokens(SqlTokenStore(database_url))
+
+
+def token_book(auth: AuthSettings, database_url: str) -> Any:
+    """Who may call: the configured tokens, the stored ones (made through the API, the
+    bootstrap admin token) and the OIDC issuer's JWTs."""
     from app.core.access import TokenBook
 
-    return TokenBook.of(((t.name, t.roles, t.sha256) for t in auth.tokens), jwt_verifier(auth))
+    entries = ((t.name, t.roles, t.sha256) for t in auth.tokens)
+    return TokenBook.of(entries, jwt_verifier(auth), api_tokens(database_url).principal_for)
 
 
 def ingress_app(settings: Settings, peers: Peers) -> FastAPI:
@@ -303,6 +313,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         monitoring=monitoring,
         llm=gateway,
         diagnostics=_diagnostics(settings, peers, registry, traffic, feature_use_case, gateway),
+        tokens=api_tokens(settings.state.database_url),
         background=(tables, recorder, *monitor_background),
     )
 

@@ -8,7 +8,7 @@ import sys
 from starlette.types import ASGIApp
 
 from app.logs import configure_logging
-from app.settings import AuthSettings, MlflowSettings
+from app.settings import AuthSettings, MlflowSettings, StateSettings
 from deployments import composition
 
 # The private variables `mlflow server` sets for its workers (mlflow/server/__init__.py).
@@ -31,10 +31,13 @@ class MlflowServer:
     Args:
         mlflow: the MLflow stores and the UI prefix.
         auth: who may call (the known tokens, an OIDC issuer).
+        state: the service database (the tokens made through the API).
         log_level: the service log level.
     """
 
-    def __init__(self, mlflow: MlflowSettings, auth: AuthSettings, log_level: str) -> None:
+    def __init__(
+        self, mlflow: MlflowSettings, auth: AuthSettings, state: StateSettings, log_level: str
+    ) -> None:
         if "mlflow.server" in sys.modules:
             raise RuntimeError("mlflow.server was imported before its settings were applied")
         configure_logging(log_level)
@@ -50,7 +53,7 @@ class MlflowServer:
             os.environ[_ALLOWED_HOSTS] = ",".join(mlflow.allowed_hosts)
         self._prefix = mlflow.ui_prefix
         self._artifact_root = mlflow.artifact_root
-        self._tokens = composition.token_book(auth)
+        self._tokens = composition.token_book(auth, state.database_url)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         """Serve calls this on the replica, after `__init__`."""

@@ -3,26 +3,37 @@
 Creates the data directory, migrates the MLflow database once, applies the Feast feature
 repository (writing the demo data on a first development start), and, on a development
 start with no token configured, generates an admin token into the data directory (an
-owner-only file, as Jupyter does) and says where it is. The token itself is never logged.
+owner-only file, as Jupyter does), stores its hash with the tokens made through the API
+and says where it is. The token itself is never logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from app.adapters.local_files import exclusive
 from app.adapters.mlflow_store import prepare_mlflow_store
-from app.core.access import Role, mint_token, token_digest
-from app.settings import Settings, SettingsError, TokenEntry
+from app.adapters.token_store import SqlTokenStore
+from app.core.access import mint_token, token_digest
+from app.core.api_tokens import ApiToken, TokenSource
+from app.services.tokens import bootstrap_token
+from app.settings import Settings, SettingsError
 from deployments.composition import feature_store
 
-BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
+log = logging.getLogger(__name__)
 
 
 def prepare(settings: Settings, *, announce: bool = False) -> Settings:
-    """Prepare the stores and credentials; return settings that carry the token hashes.
+    """Prepare the stores and credentials.
+
+    The bootstrap admin token's fate: it exists while the service has no other callers
+    configured (no `auth.tokens`, no `auth.oidc`). It is stored like a token made through
+    the API, so it is listed and revocable (`DELETE /auth/tokens/{id}`; delete the file to
+    get a new one). Once tokens or an issuer are configured, start-up revokes it and says so.
 
     Args:
         settings: resolved settings.
@@ -37,7 +48,9 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
         prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
         if settings.features.enabled:
             feature_store(settings).start(demo_data=settings.features.demo_data)
+        store = SqlTokenStore(settings.state.database_url)
         if settings.auth.tokens or settings.auth.oidc is not None:
+            _retire_bootstrap_tokens(store, settings.auth.admin_token_file)
             return settings  # callers are known: no token is generated
         if not settings.auth.bootstrap_admin_token:
             raise SettingsError(
@@ -47,11 +60,26 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
             )
         token_file = settings.auth.admin_token_file
         digest = _ensure_token_file(token_file)
+        stored = store.find(digest)
+        if stored is None:
+            stored = bootstrap_token(digest, time.time())
+            store.add(stored)
     if announce:
-        _announce(token_file)
-    entry = TokenEntry(name=BOOTSTRAP_TOKEN_NAME, roles=(Role.ADMIN,), sha256=digest)
-    auth = settings.auth.model_copy(update={"tokens": (entry,)})
-    return settings.model_copy(update={"auth": auth})
+        _announce(token_file, stored)
+    return settings
+
+
+def _retire_bootstrap_tokens(store: SqlTokenStore, token_file: Path) -> None:
+    """Revoke the bootstrap admin token (configured callers replace it), saying so."""
+    for token in store.page(0, 1000, include_revoked=False):
+        if token.source is TokenSource.BOOTSTRAP:
+            store.revoke(token.id, time.time(), "start-up")
+            log.warning(
+                "auth.tokens or auth.oidc is configured: the bootstrap admin token %s "
+                "(%s) is revoked and no new one is generated",
+                token.id,
+                token_file,
+            )
 
 
 def _ensure_token_file(path: Path) -> str:
@@ -69,7 +97,15 @@ def _ensure_token_file(path: Path) -> str:
     return token_digest(token)
 
 
-def _announce(token_file: Path) -> None:
+def _announce(token_file: Path, token: ApiToken) -> None:
+    if token.revoked_at is not None:
+        sys.stderr.write(
+            f"\n    The admin token in {token_file} ({token.id}) was revoked by "
+            f"{token.revoked_by}.\n    Delete the file and restart for a new one, or use a "
+            "token an admin created.\n\n"
+        )
+        sys.stderr.flush()
+        return
     sys.stderr.write(
         "\n"
         "    ML Service admin token (role: admin) is in an owner-only file:\n"
@@ -78,6 +114,8 @@ def _announce(token_file: Path) -> None:
         f"        export ML_TOKEN=$(cat {token_file})\n"
         '        curl -H "Authorization: Bearer $ML_TOKEN" '
         "http://127.0.0.1:8000/api/v1/ml/experiments\n"
-        "        export MLFLOW_TRACKING_TOKEN=$ML_TOKEN   # for the MLflow client at /mlflow\n\n"
+        "        export MLFLOW_TRACKING_TOKEN=$ML_TOKEN   # for the MLflow client at /mlflow\n"
+        f"    It is token {token.id}: list tokens, create others and revoke this one with\n"
+        "        .venv/bin/python -m app.tokens --help\n\n"
     )
     sys.stderr.flush()

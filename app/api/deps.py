@@ -25,6 +25,7 @@ from app.services.lifecycle import Promotions
 from app.services.llm import LlmGateway
 from app.services.monitoring import Monitoring
 from app.services.prediction import Predictor
+from app.services.tokens import ApiTokens
 from app.services.training import TrainingJobs
 
 
@@ -96,6 +97,7 @@ MonitoringDep = Annotated[Monitoring, Depends(_service("monitoring", "Monitoring
 DiagnosticsDep = Annotated[
     Diagnostics, Depends(_service("diagnostics", "Diagnostics is not running."))
 ]
+TokensDep = Annotated[ApiTokens, Depends(_service("tokens", "Token management is not running."))]
 LlmDep = Annotated[LlmGateway, Depends(_service("llm", "The LLM backend is not running."))]
 Probes = Annotated[tuple[HealthProbe, ...], Depends(_service("probes", lazy=False))]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

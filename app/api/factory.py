@@ -17,6 +17,7 @@ from app.api.routers import diagnostics, experiments, health, models, runs, serv
 from app.api.routers import features as feature_routes
 from app.api.routers import llm as llm_routes
 from app.api.routers import monitoring as monitoring_routes
+from app.api.routers import tokens as token_routes
 from app.api.security import SECURITY_SCHEME
 from app.core.access import Principal, TokenBook
 from app.services.container import Services
@@ -29,8 +30,11 @@ The MLOps backend of the ML platform: experiments and runs over MLflow, and a mo
 registry with semantic versions, lineage, gated promotions and a verifiable audit log.
 
 **Authentication.** Send `Authorization: Bearer <token>`. Reads need the `viewer` role,
-writes `engineer`; `approver` and `admin` exist for the lifecycle. On a development start
-without configured tokens the service writes an admin token to `<data_dir>/admin.token`.
+writes `engineer`; `approver` approves promotions and `admin` manages tokens
+(`/auth/tokens`). Tokens come from an admin (`POST /auth/tokens`, or `python -m app.tokens
+create`), from the settings (`auth.tokens`, as hashes) or as JWTs of an OIDC issuer. On a
+development start without configured tokens or issuer, the service writes an admin token
+to `<data_dir>/admin.token` (revocable like any other).
 
 **Errors.** Every error is `application/problem+json` (RFC 9457) with a stable `code`
 and the `request_id` that is also in the `x-request-id` header.
@@ -78,6 +82,11 @@ _TAGS: list[dict[str, Any]] = [
         "description": "What is wrong with a model and since when: findings from the "
         "service's own evidence, explained by an LLM the service serves.",
     },
+    {
+        "name": "auth",
+        "description": "Who the caller is; tokens with a role, a name and an expiry, "
+        "created, listed and revoked by admins (only their SHA-256 is stored).",
+    },
     {"name": "health", "description": "Liveness and readiness."},
 ]
 
@@ -120,7 +129,10 @@ def create_api(
         openapi_tags=_TAGS,
     )
     app.state.services = services
-    app.state.token_book = TokenBook.of(((t.name, t.roles, t.sha256) for t in tokens), jwt_verifier)
+    stored = services.tokens.principal_for if services.tokens is not None else None
+    app.state.token_book = TokenBook.of(
+        ((t.name, t.roles, t.sha256) for t in tokens), jwt_verifier, stored
+    )
     app.state.context = ApiContext(
         api_base=api.base_path,
         mlflow_prefix=mlflow_prefix,
@@ -139,6 +151,7 @@ def create_api(
         feature_routes,
         monitoring_routes,
         diagnostics,
+        token_routes,
     )
     for module in (*routers, health):
         app.include_router(module.router, prefix=api.base_path)

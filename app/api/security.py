@@ -34,9 +34,10 @@ SECURITY_SCHEME = "bearerAuth"
 
 
 async def authenticate_header(book: TokenBook, authorization: str | None) -> Principal:
-    """`authenticate`, off the event loop when a JWT's check may fetch the issuer's keys."""
+    """`authenticate`, off the event loop when the check does I/O (a stored token's lookup,
+    the issuer's keys)."""
     token = credential_from_header(authorization)
-    if token is not None and book.verifies_jwt(token):
+    if token is not None and book.blocks(token):
         return await run_in_threadpool(authenticate, book, authorization)
     return authenticate(book, authorization)
 

@@ -63,32 +63,51 @@ def token_digest(token: str) -> str:
 
 @dataclass(frozen=True)
 class TokenBook:
-    """The known tokens, by digest; and, when an identity provider is configured, the
-    verifier of its JWTs (which raises `Unauthenticated` naming why a JWT is refused)."""
+    """The known tokens: the configured ones by digest; the stored ones (made through the
+    API), looked up by digest on each use so that a revocation holds at once; and, when an
+    identity provider is configured, the verifier of its JWTs. The lookup and the verifier
+    raise `Unauthenticated` naming why a token is refused (revoked, expired, bad JWT)."""
 
     by_digest: dict[str, Principal]
     jwt_verifier: Callable[[str], Principal] | None = None
+    stored: Callable[[str], Principal | None] | None = None
 
     @classmethod
     def of(
         cls,
         entries: Iterable[tuple[str, Iterable[Role], str]],
         jwt_verifier: Callable[[str], Principal] | None = None,
+        stored: Callable[[str], Principal | None] | None = None,
     ) -> TokenBook:
-        """Build from `(name, roles, sha256)` triples (and a JWT verifier)."""
+        """Build from `(name, roles, sha256)` triples, a JWT verifier and the lookup of
+        stored tokens by digest."""
         known = {digest: Principal(name, frozenset(roles)) for name, roles, digest in entries}
-        return cls(known, jwt_verifier)
+        return cls(known, jwt_verifier, stored)
 
     def verifies_jwt(self, token: str) -> bool:
         """Whether `token` goes to the JWT verifier (which may fetch the issuer's keys)."""
         return self.jwt_verifier is not None and looks_like_jwt(token)
 
+    def blocks(self, token: str) -> bool:
+        """Whether checking `token` does I/O (a database lookup or the issuer's keys)."""
+        if token_digest(token) in self.by_digest:
+            return False
+        return self.verifies_jwt(token) or (
+            self.stored is not None and token.startswith(TOKEN_PREFIX)
+        )
+
     def principal_for(self, token: str) -> Principal | None:
         """The principal holding `token`, or None if the token is unknown."""
-        known = self.by_digest.get(token_digest(token))
-        if known is None and self.jwt_verifier is not None and looks_like_jwt(token):
+        digest = token_digest(token)
+        known = self.by_digest.get(digest)
+        if known is not None:
+            return known
+        if self.stored is not None and token.startswith(TOKEN_PREFIX):
+            return self.stored(digest)
+        if self.verifies_jwt(token):
+            assert self.jwt_verifier is not None
             return self.jwt_verifier(token)
-        return known
+        return None
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -58,3 +58,16 @@ def _bad_token(reason: str) -> InvalidInput:
     return InvalidInput.for_field(
         "page_token", reason, location="query", code=ErrorCode.INVALID_PAGE_TOKEN
     )
+
+
+def unseal_offset(token: str | None, fingerprint: str) -> int:
+    """The row offset inside `token` (0 without one), for listings paged by offset.
+
+    Raises:
+        InvalidInput: the token is malformed, belongs to a different query or holds no
+            offset.
+    """
+    inner = unseal(token, fingerprint) or "0"
+    if not inner.isdigit():  # sealed by us as a non-negative offset
+        raise _bad_token("is not a page token of this listing")
+    return int(inner)

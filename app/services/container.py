@@ -17,6 +17,7 @@ from app.services.lifecycle import Promotions
 from app.services.llm import LlmGateway
 from app.services.monitoring import Monitoring
 from app.services.prediction import Predictor
+from app.services.tokens import ApiTokens
 from app.services.training import TrainingJobs
 
 
@@ -37,6 +38,7 @@ class Services:
         monitoring: drift, alerts and the per-model live view.
         llm: the OpenAI-compatible LLM routes.
         diagnostics: findings about a model and the assistant's explanation.
+        tokens: the tokens made through the API (their holders are authenticated too).
         background: started and stopped with the app (routing-table follower, stats and
             prediction-log flushers, sample-rate poller).
     """
@@ -53,4 +55,5 @@ class Services:
     monitoring: Monitoring | None = None
     llm: LlmGateway | None = None
     diagnostics: Diagnostics | None = None
+    tokens: ApiTokens | None = None
     background: tuple[Background, ...] = ()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 
 import mlflow
 import pandas as pd
@@ -21,14 +22,16 @@ def serve(port: int, tracking_uri: str, artifact_root: str, token_sha256: str) -
 
     from app.adapters.mlflow_store import prepare_mlflow_store
     from app.core.access import Role
-    from app.settings import AuthSettings, MlflowSettings, TokenEntry
+    from app.settings import AuthSettings, MlflowSettings, StateSettings, TokenEntry
     from deployments.mlflow_server import MlflowServer
 
     prepare_mlflow_store(tracking_uri, artifact_root)
     settings = MlflowSettings(tracking_uri=tracking_uri, artifact_root=artifact_root)
     token = TokenEntry(name="notebook", roles=(Role.ENGINEER,), sha256=token_sha256)
     auth = AuthSettings(tokens=(token,))
-    app = MlflowServer(settings, auth, "WARNING").__serve_build_asgi_app__()
+    state_dir = tempfile.mkdtemp(prefix="mlflow-remote-state-")
+    state = StateSettings(database_url=f"sqlite:///{state_dir}/service.db")
+    app = MlflowServer(settings, auth, state, "WARNING").__serve_build_asgi_app__()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

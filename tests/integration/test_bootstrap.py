@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from app.core.access import Role, TokenBook, token_digest
+from app.adapters.token_store import SqlTokenStore
+from app.core.access import Principal, Role, TokenBook, token_digest
+from app.core.api_tokens import TokenSource
+from app.errors import Unauthenticated
 from app.settings import Settings, SettingsError, load_settings
-from deployments.startup import BOOTSTRAP_TOKEN_NAME, prepare
+from deployments import composition
+from deployments.startup import prepare
 from testkit.auth import Tokens
 from testkit.settings import CONFIGS
 
@@ -24,6 +30,11 @@ def fresh(tmp_path: Path, mlflow_template: Path, **overrides: object) -> Setting
     return load_settings(CONFIGS, "dev", {"data_dir": str(data), **overrides})
 
 
+def bootstrap_book(settings: Settings) -> TokenBook:
+    """The token book an ingress replica of these settings authenticates with."""
+    return composition.token_book(settings.auth, settings.state.database_url)
+
+
 def test_dev_start_generates_an_owner_only_admin_token_once(
     tmp_path: Path, mlflow_template: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -32,25 +43,68 @@ def test_dev_start_generates_an_owner_only_admin_token_once(
     token_file = settings.data_dir / "admin.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
-    (entry,) = prepared.auth.tokens
-    assert (entry.name, entry.roles, entry.sha256) == (
-        BOOTSTRAP_TOKEN_NAME,
+    assert prepared.auth.tokens == ()  # stored with the API's tokens, not configured
+    store = SqlTokenStore(settings.state.database_url)
+    (stored,) = store.page(0, 10, include_revoked=True)
+    assert (stored.name, stored.roles, stored.sha256, stored.source) == (
+        "bootstrap-admin",
         (Role.ADMIN,),
         token_digest(token),
+        TokenSource.BOOTSTRAP,
     )
     printed = capsys.readouterr()
-    assert str(token_file) in printed.err
+    assert str(token_file) in printed.err and stored.id in printed.err
     assert token not in printed.err + printed.out  # the path is printed, never the token
 
     token_file.chmod(0o644)
-    again = prepare(settings)
-    assert again.auth.tokens == prepared.auth.tokens  # a restart keeps the same token
+    prepare(settings)
+    assert store.page(0, 10, include_revoked=True) == [stored]  # a restart keeps the token
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    principal = TokenBook.of((t.name, t.roles, t.sha256) for t in again.auth.tokens)
-    assert principal.principal_for(token) is not None
+    principal = bootstrap_book(settings).principal_for(token)
+    assert principal == Principal("bootstrap-admin", frozenset({Role.ADMIN}))
 
 
-def test_configured_tokens_mean_no_generated_token(tmp_path: Path, mlflow_template: Path) -> None:
+def test_a_revoked_bootstrap_token_stays_revoked_until_its_file_is_deleted(
+    tmp_path: Path, mlflow_template: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = fresh(tmp_path, mlflow_template)
+    prepare(settings)
+    token_file = settings.data_dir / "admin.token"
+    old = token_file.read_text().strip()
+    store = SqlTokenStore(settings.state.database_url)
+    (stored,) = store.page(0, 10, include_revoked=False)
+    store.revoke(stored.id, time.time(), "admin-user")
+    prepare(settings, announce=True)
+    assert "was revoked by admin-user" in capsys.readouterr().err
+    with pytest.raises(Unauthenticated, match="revoked"):
+        bootstrap_book(settings).principal_for(old)
+
+    token_file.unlink()
+    prepare(settings)
+    new = token_file.read_text().strip()
+    assert new != old
+    assert bootstrap_book(settings).principal_for(new) is not None
+
+
+def test_configured_tokens_mean_no_generated_token_and_revoke_the_bootstrap_one(
+    tmp_path: Path, mlflow_template: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = fresh(tmp_path, mlflow_template)
+    prepare(first)
+    bootstrap = (first.data_dir / "admin.token").read_text().strip()
+    tokens = Tokens()
+    settings = fresh(tmp_path, mlflow_template, auth={"tokens": tokens.entries()})
+    with caplog.at_level(logging.WARNING):
+        assert prepare(settings).auth.tokens == settings.auth.tokens
+    assert "bootstrap admin token" in caplog.text and "revoked" in caplog.text
+    with pytest.raises(Unauthenticated, match="revoked"):
+        bootstrap_book(settings).principal_for(bootstrap)
+    assert bootstrap_book(settings).principal_for(tokens.by_role[Role.VIEWER]) is not None
+
+
+def test_configured_tokens_on_a_fresh_directory_generate_nothing(
+    tmp_path: Path, mlflow_template: Path
+) -> None:
     tokens = Tokens()
     settings = fresh(tmp_path, mlflow_template, auth={"tokens": tokens.entries()})
     assert prepare(settings).auth.tokens == settings.auth.tokens

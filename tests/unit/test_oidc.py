@@ -5,10 +5,8 @@ loopback by the test over HTTP, tokens signed with PyJWT, checked by the API's g
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,59 +23,17 @@ from app.settings import OidcSettings
 from deployments.composition import jwt_verifier
 from testkit.api import StubTracker
 from testkit.auth import Tokens
+from testkit.oidc import AUDIENCE, ISSUER, Issuer
 from testkit.settings import settings_for
-from testkit.stack import free_ports
 
 BASE = "/api/v1/ml"
-ISSUER = "https://idp.example/realms/ml"
-AUDIENCE = "ml-service"
-
-
-class Issuer:
-    """An identity provider's signing key and its JWKS at a loopback URL."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "key-1"
-        self.fetches = 0
-        self.down = False
-        issuer = self
-
-        class Jwks(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                issuer.fetches += 1
-                if issuer.down:
-                    self.send_error(503)
-                    return
-                public = jwt.algorithms.RSAAlgorithm.to_jwk(issuer.key.public_key(), as_dict=True)
-                body = json.dumps({"keys": [{**public, "kid": issuer.kid, "use": "sig"}]})
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_ports(1)[0]), Jwks)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/protocol/openid-connect/certs"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def token(self, key: Any = None, kid: str | None = None, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300}
-        body.update(claims)
-        body = {k: v for k, v in body.items() if v is not None}
-        headers = {"kid": kid or self.kid}
-        return jwt.encode(body, key or self.key, algorithm="RS256", headers=headers)
 
 
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
     issuer = Issuer()
     yield issuer
-    issuer.server.shutdown()
-    issuer.server.server_close()
+    issuer.close()
 
 
 @pytest.fixture

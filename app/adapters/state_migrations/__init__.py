@@ -1,5 +1,5 @@
 """The service database's schema migrations (Alembic): one history for the tables of the
-three stores (`registry_store`, `traffic_store`, `monitor_store`), one `alembic_version`.
+stores (`registry_store`, `traffic_store`, `monitor_store`, `token_store`), one `alembic_version`.
 
 The service migrates itself: each store's engine (`state_database.state_engine`) brings
 the database to the head revision on start-up, under a lock. A database made by the
@@ -33,14 +33,16 @@ import sqlalchemy as sa
 
 
 def state_metadata() -> sa.MetaData:
-    """The tables of the three stores as one MetaData: what the migrations' head must
+    """The tables of the stores as one MetaData: what the migrations' head must
     match (autogenerate compares it with the database)."""
     from app.adapters.monitor_store import policies_table
     from app.adapters.registry_store import models_table
+    from app.adapters.token_store import tokens_table
     from app.adapters.traffic_store import tables_table
 
     combined = sa.MetaData()
-    for store in (models_table.metadata, tables_table.metadata, policies_table.metadata):
+    stores = (models_table, tables_table, policies_table, tokens_table)
+    for store in (table.metadata for table in stores):
         for table in store.tables.values():
             table.to_metadata(combined)
     return combined

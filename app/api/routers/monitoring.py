@@ -22,8 +22,7 @@ from app.api.schemas.monitoring import (
 )
 from app.api.security import GuardedRoute
 from app.core.monitoring import AlertState
-from app.core.paging import query_fingerprint, seal, unseal
-from app.errors import ErrorCode, InvalidInput
+from app.core.paging import query_fingerprint, seal, unseal_offset
 
 router = APIRouter(tags=["monitoring"], route_class=GuardedRoute)
 
@@ -39,15 +38,7 @@ async def list_alerts(
 ) -> Page[AlertPublic]:
     """Drift alerts, newest first."""
     fingerprint = query_fingerprint(["alerts", model or "", state or ""])
-    inner = unseal(page.token, fingerprint) or "0"
-    if not inner.isdigit():  # sealed by us as a non-negative offset
-        raise InvalidInput.for_field(
-            "page_token",
-            "is not a page token of this listing",
-            location="query",
-            code=ErrorCode.INVALID_PAGE_TOKEN,
-        )
-    offset = int(inner)
+    offset = unseal_offset(page.token, fingerprint)
     found = await monitoring.alerts(model, state, offset, page.size + 1)
     chunk = found[: page.size]
     more = len(found) > page.size
