@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     GATES_FAILED = "gates_failed"
     NOT_DEPLOYED = "not_deployed"
     JOB_NOT_FOUND = "job_not_found"
+    TOO_MANY_JOBS = "too_many_jobs"
     TOKEN_NOT_FOUND = "token_not_found"
     FEATURE_SERVICE_NOT_FOUND = "feature_service_not_found"
     FEATURE_CONTRACT_BROKEN = "feature_contract_broken"
@@ -163,6 +164,12 @@ class PayloadTooLarge(DomainError):
     """The request body exceeds the configured limit."""
 
     category = "payload_too_large"
+
+
+class TooManyRequests(DomainError):
+    """The service is at a limit of work in progress; retry once some of it is done."""
+
+    category = "too_many_requests"
 
 
 class UpstreamFailed(DomainError):

@@ -161,6 +161,7 @@ def training_jobs(settings: Settings, registry: Any, features: Features | None =
         {k: v for k, v in env.items() if v},
         settings.training.workdir,
         features,
+        settings.training.max_active_jobs,
     )
 
 
@@ -243,6 +244,7 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
         RayClusterProbe,
         StorageProbe,
     )
+    from app.adapters.idempotency_claims import SqlIdempotencyClaims
     from app.adapters.mlflow_signatures import MlflowSignatures
     from app.adapters.mlflow_tracking import MlflowExperimentTracker
     from app.adapters.registry_actor_client import ActorModelRegistry
@@ -263,7 +265,8 @@ def ingress_services(settings: Settings, peers: Peers) -> Services:
 
     mlflow, serving = settings.mlflow, settings.serving
     storage = open_storage(settings.storage)
-    tracker = MlflowExperimentTracker(mlflow.tracking_uri, mlflow.artifact_root)
+    claims = SqlIdempotencyClaims(settings.state.database_url)
+    tracker = MlflowExperimentTracker(mlflow.tracking_uri, mlflow.artifact_root, claims)
     registry = ActorModelRegistry(peers.registry)
     traffic = TrafficClient(peers.traffic)
     tables = RoutingCache(peers.traffic)

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
+from app.adapters.idempotency_claims import SqlIdempotencyClaims
 from app.adapters.keyed_locks import KeyedLocks
 from app.adapters.mlflow_errors import (
     check_query,
@@ -61,9 +62,12 @@ class MlflowExperimentTracker:
         artifact_root: where new experiments keep their artifacts (path or s3://...).
     """
 
-    def __init__(self, tracking_uri: str, artifact_root: str) -> None:
+    def __init__(
+        self, tracking_uri: str, artifact_root: str, claims: SqlIdempotencyClaims | None = None
+    ) -> None:
         self._tracking_uri = tracking_uri
         self._artifact_root = artifact_root.rstrip("/")
+        self._claims = claims
         self._locks = KeyedLocks()
         self._connect_lock = threading.Lock()
         self._connected: MlflowClient | None = None
@@ -106,6 +110,12 @@ class MlflowExperimentTracker:
                     lambda: self._client.create_experiment(new.name, location, tags)
                 )
             except MlflowException as exc:
+                if exc.error_code == "RESOURCE_ALREADY_EXISTS" and idempotency_key:
+                    # a retry racing on another replica created it first: replay that
+                    replay = self._experiment_by_key(idempotency_key)
+                    if replay is not None:
+                        _check_same_request(replay.tags, idempotency_key, request_digest)
+                        return replay, False
                 if exc.error_code == "RESOURCE_ALREADY_EXISTS":
                     raise Conflict(
                         ErrorCode.EXPERIMENT_ALREADY_EXISTS,
@@ -170,24 +180,50 @@ class MlflowExperimentTracker:
         with self._locks.hold(idempotency_key and f"{experiment_id}/{idempotency_key}"):
             if idempotency_key:
                 self.get_experiment(experiment_id)
-                replay = self._run_by_key(experiment_id, idempotency_key)
+                replay = self._first_run_by_key(experiment_id, idempotency_key)
                 if replay is not None:
                     _check_same_request(replay.tags, idempotency_key, request_digest or "")
                     return replay, False
-            run_id = self._create_run(experiment_id, record, idempotency_key, request_digest)
+            scope = f"run:{experiment_id}"
+            if idempotency_key and self._claims is not None:
+                # retries racing on other replicas: the first claim does the work
+                other = self._claims.claim(scope, idempotency_key, request_digest or "")
+                if other is not None:
+                    _check_same_request(
+                        {REQUEST_DIGEST_TAG: other.digest}, idempotency_key, request_digest or ""
+                    )
+                    run_id = self._claims.result(scope, idempotency_key)
+                    return self._read_run(experiment_id, run_id), False
             try:
-                self._write(run_id, record.params, record.metrics, {})
-                self._log_datasets(run_id, record.datasets)
-                if record.status is not RunStatus.RUNNING:
-                    end_ms = record.end_ms or _now_ms()
-                    mlflow_call(lambda: self._client.set_terminated(run_id, record.status, end_ms))
+                run = self._write_run(experiment_id, record, idempotency_key, request_digest)
             except BaseException:
-                self._discard(run_id)
+                if idempotency_key and self._claims is not None:
+                    self._claims.release(scope, idempotency_key)
                 raise
-            log.info(
-                "logged run %s in experiment %s for %s", run_id, experiment_id, record.created_by
-            )
-            return self._read_run(experiment_id, run_id), True
+            if idempotency_key and self._claims is not None:
+                self._claims.complete(scope, idempotency_key, run.id)
+            return run, True
+
+    def _write_run(
+        self,
+        experiment_id: str,
+        record: RunRecord,
+        idempotency_key: str | None,
+        request_digest: str | None,
+    ) -> Run:
+        """Create the run and write it whole (a half-written run is removed)."""
+        run_id = self._create_run(experiment_id, record, idempotency_key, request_digest)
+        try:
+            self._write(run_id, record.params, record.metrics, {})
+            self._log_datasets(run_id, record.datasets)
+            if record.status is not RunStatus.RUNNING:
+                end_ms = record.end_ms or _now_ms()
+                mlflow_call(lambda: self._client.set_terminated(run_id, record.status, end_ms))
+        except BaseException:
+            self._discard(run_id)
+            raise
+        log.info("logged run %s in experiment %s for %s", run_id, experiment_id, record.created_by)
+        return self._read_run(experiment_id, run_id)
 
     def _create_run(
         self,
@@ -273,16 +309,18 @@ class MlflowExperimentTracker:
         """Touch the store cheaply; raises whatever the store raises."""
         self._client.search_experiments(max_results=1)
 
-    def _run_by_key(self, experiment_id: str, key: str) -> Run | None:
+    def _first_run_by_key(self, experiment_id: str, key: str) -> Run | None:
+        """Of the runs created with `key` (two replicas may race), the one that stays: the
+        smallest run id, so that every racer agrees."""
         found = mlflow_call(
             lambda: self._client.search_runs(
                 [experiment_id],
                 filter_string=f"tags.`{IDEMPOTENCY_KEY_TAG}` = '{key}'",
                 run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1,
+                max_results=50,
             )
         )
-        return run_of(found[0]) if found else None
+        return run_of(min(found, key=lambda r: r.info.run_id)) if found else None
 
     def _write(
         self,

@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,9 @@ from app.errors import ErrorCode, NotFound, Unavailable
 log = logging.getLogger(__name__)
 
 AGENT_WAIT_S = 30.0  # how long a submission waits for the job agent of a fresh cluster
+# Ray's job client sets no timeout on its HTTP calls: a dashboard that stops answering (a
+# cluster saturated by jobs) would hold the request for good. Each call gets this long.
+CALL_TIMEOUT_S = 20.0
 
 _STATES = {
     "PENDING": JobState.PENDING,
@@ -37,6 +42,8 @@ class RayJobsLauncher:
         self._address = dashboard_url
         self._lock = threading.Lock()
         self._client: Any = None
+        # the calls run here, so that a caller can stop waiting for one that hangs
+        self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ray-jobs")
 
     def submit(
         self, job_id: str, entrypoint: str, metadata: Mapping[str, str], env: Mapping[str, str]
@@ -62,7 +69,7 @@ class RayJobsLauncher:
                     log.info("the cluster's job agent is not up yet; retrying job %s", job_id)
                     time.sleep(1)
 
-        submitted: str = self._call(submit)
+        submitted: str = self._call(submit, timeout_s=AGENT_WAIT_S + CALL_TIMEOUT_S)
         log.info("submitted job %s", submitted)
         return submitted
 
@@ -101,9 +108,19 @@ class RayJobsLauncher:
                 self._client = JobSubmissionClient(self._address)
             return self._client
 
-    def _call(self, action: Any, job_id: str | None = None) -> Any:
+    def _call(
+        self, action: Any, job_id: str | None = None, timeout_s: float = CALL_TIMEOUT_S
+    ) -> Any:
+        call = self._calls.submit(lambda: action(self._connect()))
         try:
-            return action(self._connect())
+            return call.result(timeout=timeout_s)
+        except FutureTimeout:
+            log.error("Ray job API call did not answer within %.0f s", timeout_s)
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"The cluster's job service did not answer within {timeout_s:.0f} s; retry "
+                "shortly.",
+            ) from None
         except RuntimeError as exc:
             if job_id is not None and "does not exist" in str(exc):
                 raise NotFound(

@@ -33,6 +33,7 @@ STATUS_BY_CATEGORY: Mapping[str, int] = {
     "not_found": 404,
     "conflict": 409,
     "payload_too_large": 413,
+    "too_many_requests": 429,
     "upstream": 502,
     "unavailable": 503,
     "internal": 500,
@@ -46,6 +47,7 @@ _STATUS_CODES: Mapping[int, ErrorCode] = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     422: ErrorCode.VALIDATION_FAILED,
+    429: ErrorCode.TOO_MANY_JOBS,
     502: ErrorCode.PREDICTION_FAILED,
     503: ErrorCode.BACKEND_UNAVAILABLE,
 }
@@ -250,6 +252,7 @@ _EXAMPLES: Mapping[int, tuple[ErrorCode, str]] = {
     409: (ErrorCode.EXPERIMENT_ALREADY_EXISTS, "An experiment named 'churn' already exists."),
     413: (ErrorCode.PAYLOAD_TOO_LARGE, "The request body is over 16777216 bytes."),
     422: (ErrorCode.VALIDATION_FAILED, "name: String should have at least 1 character"),
+    429: (ErrorCode.TOO_MANY_JOBS, "8 jobs are pending or running (the limit); retry later."),
     502: (ErrorCode.PREDICTION_FAILED, "The model failed on this input (see the service log)."),
     503: (
         ErrorCode.TRACKING_STORE_UNAVAILABLE,
@@ -265,6 +268,7 @@ _DESCRIPTIONS: Mapping[int, str] = {
     409: "Conflicts with the current state.",
     413: "The body is too large.",
     422: "A field is invalid; `errors` lists every failing field.",
+    429: "At a limit of work in progress (`too_many_jobs`); retry when some of it is done.",
     502: "The model failed while answering.",
     503: "A backend or store is unavailable; retry. The code names it: "
     "`backend_unavailable` (an engine or actor), `tracking_store_unavailable` (MLflow's "

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
-from app.core.jobs import JobKind, JobView
+from app.core.jobs import JobKind, JobState, JobView
 from app.core.search_space import parse
-from app.errors import ErrorCode, FieldError, InvalidInput
+from app.errors import ErrorCode, FieldError, InvalidInput, TooManyRequests
 from app.jobs.spec import BUILT_IN_TRAINERS, BatchPredictSpec, TrainingSpec
 from app.ports.registry import ModelRegistry
 from app.ports.training import JobRuns, TrainingLauncher
@@ -24,6 +24,7 @@ from app.services.features import Features
 log = logging.getLogger(__name__)
 
 BATCH_EXPERIMENT = "batch-predictions"
+ACTIVE_STATES = frozenset({JobState.PENDING, JobState.RUNNING})
 
 
 class TrainingJobs:
@@ -38,6 +39,7 @@ class TrainingJobs:
         env: variables every job gets (where the registry actor is, the code version).
         workdir: relative dataset paths are resolved against it.
         features: checks the feature service of a training set.
+        max_active: jobs pending or running at once; submissions beyond are refused.
     """
 
     def __init__(
@@ -50,8 +52,11 @@ class TrainingJobs:
         env: Mapping[str, str],
         workdir: Path,
         features: Features | None = None,
+        max_active: int = 8,
     ) -> None:
         self._launcher = launcher
+        self._max_active = max_active
+        self._submitting = asyncio.Lock()  # this replica's count-then-submit, one at a time
         self._runs = runs
         self._registry = registry
         self._resources = resources
@@ -66,6 +71,7 @@ class TrainingJobs:
         Raises:
             InvalidInput: unknown trainer, a search space that does not parse, a missing
                 dataset, more resources than the cluster has, an unknown model version.
+            TooManyRequests: `max_active` jobs are already pending or running.
         """
         if isinstance(spec, TrainingSpec):
             spec = await asyncio.to_thread(self._check_training, spec)
@@ -82,15 +88,34 @@ class TrainingJobs:
         job_id = f"{kind.value.replace('_', '-')}-{uuid.uuid4().hex[:12]}"
         body = json.dumps(spec.model_dump(mode="json", by_alias=True))
         entrypoint = f"{shlex.quote(self._python)} -m {kind.module} --spec-json {shlex.quote(body)}"
-        await asyncio.to_thread(  # an HTTP call to the cluster, retried while it starts
-            self._launcher.submit,
-            job_id,
-            entrypoint,
-            {**metadata, "submitted_by": actor},
-            self._env,
-        )
+        async with self._submitting:
+            active = await asyncio.to_thread(self._active)
+            if active >= self._max_active:
+                raise TooManyRequests(
+                    ErrorCode.TOO_MANY_JOBS,
+                    f"{active} jobs are pending or running (the limit is {self._max_active}); "
+                    "retry when one ends, or cancel one.",
+                    active=active,
+                    limit=self._max_active,
+                )
+            await asyncio.to_thread(  # an HTTP call to the cluster, retried while it starts
+                self._launcher.submit,
+                job_id,
+                entrypoint,
+                {**metadata, "submitted_by": actor},
+                self._env,
+            )
         log.info("%s submitted %s job %s", actor, kind.value, job_id)
         return await asyncio.to_thread(self.get, job_id)
+
+    def _active(self) -> int:
+        """The service's jobs pending or running now."""
+        kinds = {k.value for k in JobKind}
+        return sum(
+            1
+            for record in self._launcher.list()
+            if record.state in ACTIVE_STATES and record.metadata.get("kind") in kinds
+        )
 
     def get(self, job_id: str) -> JobView:
         """A job with its progress (NotFound for an unknown id)."""

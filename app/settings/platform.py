@@ -213,6 +213,13 @@ class TrainingSettings(Section):
         description="Relative dataset paths of API submissions resolve against it; relative: "
         "to the directory the service started in.",
     )
+    max_active_jobs: int = Field(
+        default=8,
+        ge=1,
+        le=10000,
+        description="Jobs pending or running at once; a submission beyond is refused with 429 "
+        "`too_many_jobs` (retry when one ends, or cancel one).",
+    )
 
 
 Resources = dict[str, Annotated[float, Field(gt=0)]]

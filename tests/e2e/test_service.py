@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -21,8 +22,10 @@ import mlflow
 import pytest
 
 from app.core.access import Role
+from testkit import contract
 from testkit.auth import Tokens
 from testkit.models import log_model_run
+from testkit.oidc import Issuer
 from testkit.service import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -166,13 +169,26 @@ def sticky_variants(http: httpx.Client, keys: list[str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    """An OIDC issuer whose JWKS the service fetches over loopback."""
+    issuer = Issuer()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture(scope="module")
 def second_start(
-    service: Service, first_start: dict[str, str], registered: dict[str, object]
+    service: Service, first_start: dict[str, str], registered: dict[str, object], issuer: Issuer
 ) -> Tokens:
-    """Stop, then start again with configured tokens for each role."""
+    """Stop, then start again with configured tokens for each role and an OIDC issuer."""
     service.stop()
     tokens = Tokens()
-    service.start({"ML_AUTH__TOKENS": json.dumps(tokens.entries())})
+    service.start(
+        {
+            "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
+            "ML_AUTH__OIDC": json.dumps(issuer.settings(role_map={"ml-engineers": "engineer"})),
+        }
+    )
     return tokens
 
 
@@ -272,6 +288,28 @@ def test_errors_are_problem_json(
         assert http.get(f"{BASE}/experiments", headers=old_token).status_code == 401
 
 
+def test_a_url_with_raw_bytes_is_a_problem_with_a_request_id(
+    service: Service, second_start: Tokens
+) -> None:
+    """Unencoded UTF-8 in a URL: HAProxy used to answer its own HTML 400, then the API's
+    server a text/plain one; the ingress answers problem+json with an x-request-id."""
+    raw = f"GET {BASE}/models?page_token=caf\u00e9 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    raw += "Connection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(raw.encode("utf-8"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert lines[0].startswith("HTTP/1.1 400"), answer[:500]
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["code"] == "malformed_request" and problem["status"] == 400
+    assert problem["request_id"] == headers["x-request-id"] != ""
+
+
 def test_a_restart_keeps_sticky_assignment(
     service: Service, registered: dict[str, Any], second_start: Tokens
 ) -> None:
@@ -320,3 +358,83 @@ def test_killing_a_model_server_replica_under_load(
     )
     assert total > 100
     assert failed / total <= 0.02, dict(statuses)
+
+
+def test_the_authorization_matrix_holds_for_every_operation(
+    service: Service,
+    second_start: Tokens,
+    issuer: Issuer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every operation of the OpenAPI document, and MLflow's routes under /mlflow, as every
+    kind of caller: the documented status (401, 403, or past the guard)."""
+    admin = second_start.header(Role.ADMIN)
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        spec = http.get("/openapi.json").json()
+        created = http.post(
+            f"{BASE}/auth/tokens", json={"name": "to-revoke", "roles": ["admin"]}, headers=admin
+        ).json()
+        assert http.delete(f"{BASE}/auth/tokens/{created['id']}", headers=admin).status_code == 200
+        now = int(time.time())
+        headers: dict[str, dict[str, str]] = {
+            "anonymous": {},
+            **{role.value: second_start.header(role) for role in Role},
+            "oidc_engineer": _bearer(issuer.token(roles=["ml-engineers"])),
+            "expired": _bearer(issuer.token(roles=["admin"], iat=now - 600, exp=now - 300)),
+            "revoked": _bearer(created["token"]),
+            "wrong_issuer": _bearer(issuer.token(roles=["admin"], iss="https://elsewhere.example")),
+        }
+        roles = {**{role.value: role for role in Role}, "oidc_engineer": Role.ENGINEER}
+        ops = [*contract.operations(spec), *MLFLOW_ROUTES]
+        calls, mismatches = contract.check(http, ops, headers, roles)
+    with capsys.disabled():
+        print(  # noqa: T201 - the number CI's output must show
+            f"\nauthorization matrix: {len(ops)} operations x {len(headers)} callers = "
+            f"{calls} calls, {len(mismatches)} mismatches"
+        )
+    assert len(ops) >= 55 and calls == len(ops) * len(headers)
+    assert mismatches == []
+
+
+MLFLOW_API = "/mlflow/api/2.0/mlflow"
+MLFLOW_ROUTES = [  # MLflow's own routes behind the service's tokens (not in our document)
+    contract.Operation("GET", "/mlflow/", None, None),
+    contract.Operation("GET", "/mlflow/health", None, None),
+    contract.Operation("GET", f"{MLFLOW_API}/experiments/search?max_results=5", Role.VIEWER, None),
+    contract.Operation("POST", f"{MLFLOW_API}/experiments/search", Role.VIEWER, None, {}),
+    contract.Operation("GET", f"{MLFLOW_API}/registered-models/search", Role.VIEWER, None),
+    contract.Operation("GET", "/mlflow/ajax-api/2.0/mlflow/experiments/search", Role.VIEWER, None),
+    contract.Operation("POST", f"{MLFLOW_API}/runs/search", Role.VIEWER, None, {}),
+    contract.Operation("POST", f"{MLFLOW_API}/runs/delete", Role.ENGINEER, None, {"run_id": "0"}),
+    contract.Operation(
+        "POST", f"{MLFLOW_API}/registered-models/delete", Role.ENGINEER, None, {"name": "nothing"}
+    ),
+]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_fuzz_finds_no_failure(
+    service: Service,
+    second_start: Tokens,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Schemathesis over every operation as an admin (positive and negative cases): no
+    5xx, every status and content type documented, every body as its schema says."""
+    result = contract.fuzz(
+        service.url, second_start.by_role[Role.ADMIN], tmp_path, max_examples=FUZZ_EXAMPLES
+    )
+    summary = result.output[result.output.rfind("Test cases:") :].strip()
+    with capsys.disabled():
+        print(  # noqa: T201 - the numbers CI's output must show
+            f"\nschemathesis: {result.generated} cases, {result.failures} with failures, "
+            f"{result.errored} errored (exit {result.exit_code})\n{summary}"
+        )
+    assert result.generated >= 1000, result.output[-5000:]
+    assert (result.exit_code, result.failures, result.errored) == (0, 0, 0), result.output[-20000:]
+
+
+FUZZ_EXAMPLES = 12  # per operation in the fuzzing phase; examples and coverage add more

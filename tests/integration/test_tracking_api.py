@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from app.adapters.idempotency_claims import SqlIdempotencyClaims as Claims
 from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.core.access import Role
 from app.settings import Settings
@@ -365,6 +367,38 @@ def test_idempotent_retries(
     changed = client.post(url, json={**body, "name": "twice"}, headers={**engineer, **key})
     assert changed.status_code == 409
     assert len(mlflow.search_runs([experiment_id])) == 1
+
+
+def test_twenty_concurrent_retries_on_two_replicas_have_exactly_one_effect(
+    settings: Settings, engineer: dict[str, str], mlflow: MlflowClient
+) -> None:
+    """Two replicas (each its own adapter and locks) on one MLflow store and one service
+    database; 20 retries of one request with one Idempotency-Key, at once: one experiment,
+    one run, the same answer."""
+    mlflow_uri, artifacts = settings.mlflow.tracking_uri, settings.mlflow.artifact_root
+    claims = f"sqlite:///{settings.data_dir / 'service.db'}"  # the database replicas share
+    replicas = [
+        make_client(settings, MlflowExperimentTracker(mlflow_uri, artifacts, Claims(claims)))
+        for _ in range(2)
+    ]
+    key = {**engineer, "Idempotency-Key": "burst-1"}
+
+    def twenty(path: str, body: dict[str, Any]) -> list[Any]:
+        with ThreadPoolExecutor(20) as pool:
+            calls = [
+                pool.submit(replicas[i % 2].post, path, json=body, headers=key) for i in range(20)
+            ]
+            return [call.result() for call in calls]
+
+    experiments = twenty(f"{BASE}/experiments", {"name": "burst"})
+    assert sorted(r.status_code for r in experiments) == [200] * 19 + [201]
+    assert len({r.json()["id"] for r in experiments}) == 1
+    experiment_id = experiments[0].json()["id"]
+    runs = twenty(f"{BASE}/experiments/{experiment_id}/runs", {"name": "once"})
+    assert sorted(r.status_code for r in runs) == [200] * 19 + [201], [r.text for r in runs]
+    assert len({r.json()["id"] for r in runs}) == 1
+    assert [e.name for e in mlflow.search_experiments()].count("burst") == 1
+    assert len(mlflow.search_runs([experiment_id], run_view_type=ViewType.ALL)) == 1
 
 
 class FailingDatasets(MlflowExperimentTracker):

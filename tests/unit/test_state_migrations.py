@@ -36,7 +36,7 @@ from tests.fixtures.release_db import RELEASE_ROWS, load_release_db, row_counts
 
 STORES = (models_table.metadata, tables_table.metadata, policies_table.metadata)
 OPEN_STORE: tuple[Callable[[str], Any], ...] = (SqlRegistryStore, SqlTrafficStore, SqlMonitorStore)
-ADDED_SINCE_RELEASE = {"api_tokens", "ix_api_tokens_created_at"}  # 0002
+ADDED_SINCE_RELEASE = {"api_tokens", "ix_api_tokens_created_at", "idempotency_claims"}  # 0002
 HEAD = tuple(ScriptDirectory.from_config(migration_config()).get_heads())
 
 

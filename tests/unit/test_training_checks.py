@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.core.jobs import JobRecord, JobRun, JobState
-from app.errors import DomainError, InvalidInput
+from app.errors import DomainError, ErrorCode, InvalidInput, TooManyRequests
 from app.jobs.spec import TrainingSpec
 from app.services.training import TrainingJobs
 
@@ -161,3 +161,31 @@ def test_gpus_the_cluster_has_are_accepted(tmp_path: Path) -> None:
 def test_impossible_scaling_does_not_parse(scaling: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         spec(scaling=scaling)
+
+
+def test_twenty_submissions_at_once_over_the_limit_are_refused_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    launcher = RecordingLauncher()
+    training = TrainingJobs(
+        launcher,
+        NoRuns(),
+        registry=None,  # type: ignore[arg-type]
+        resources=lambda: {"CPU": 2},
+        python="python",
+        env={},
+        workdir=tmp_path,
+        max_active=3,
+    )
+
+    async def twenty() -> list[Any]:
+        calls = [training.submit(spec(), f"user-{i}") for i in range(20)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    answers = asyncio.run(twenty())
+    accepted = [a for a in answers if not isinstance(a, BaseException)]
+    refusals = [a for a in answers if isinstance(a, TooManyRequests)]
+    assert (len(accepted), len(refusals)) == (3, 17)  # every submission answered: none lost
+    assert sorted(v.record.job_id for v in accepted) == sorted(j for j, *_ in launcher.submitted)
+    assert all(r.code is ErrorCode.TOO_MANY_JOBS for r in refusals)
+    assert "3 jobs are pending or running (the limit is 3)" in str(refusals[0])

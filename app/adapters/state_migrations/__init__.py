@@ -35,13 +35,14 @@ import sqlalchemy as sa
 def state_metadata() -> sa.MetaData:
     """The tables of the stores as one MetaData: what the migrations' head must
     match (autogenerate compares it with the database)."""
+    from app.adapters.idempotency_claims import claims_table
     from app.adapters.monitor_store import policies_table
     from app.adapters.registry_store import models_table
     from app.adapters.token_store import tokens_table
     from app.adapters.traffic_store import tables_table
 
     combined = sa.MetaData()
-    stores = (models_table, tables_table, policies_table, tokens_table)
+    stores = (models_table, tables_table, policies_table, tokens_table, claims_table)
     for store in (table.metadata for table in stores):
         for table in store.tables.values():
             table.to_metadata(combined)

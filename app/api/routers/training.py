@@ -23,7 +23,7 @@ JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="The 
     "/submit",
     status_code=201,
     response_model=JobPublic,
-    responses=problem_responses(404, 422, 503),
+    responses=problem_responses(404, 422, 429, 503),
 )
 async def submit(
     spec: Annotated[JobSpec, Body()],

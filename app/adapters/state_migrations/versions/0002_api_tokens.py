@@ -1,4 +1,5 @@
-"""The tokens made through the API (`/auth/tokens`) and the bootstrap admin token.
+"""The tokens made through the API (`/auth/tokens`) and the bootstrap admin token; the
+idempotency keys claimed by retries racing on different replicas.
 
 Revision ID: 0002
 Revises: 0001
@@ -34,7 +35,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("sha256"),
     )
     op.create_index("ix_api_tokens_created_at", "api_tokens", ["created_at"])
+    op.create_table(
+        "idempotency_claims",
+        sa.Column("scope", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(128), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("resource", sa.String(200), nullable=True),
+        sa.Column("claimed_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "key"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("idempotency_claims")
     op.drop_table("api_tokens")
