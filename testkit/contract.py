@@ -4,10 +4,12 @@ fuzz (server errors, declared statuses, content types, response schemas)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import httpx
 
 from app.core.access import Principal, Role
 
+API = "/api/v1/ml"
 ROLE_KEY = "x-required-role"
 METHODS = ("get", "put", "post", "patch", "delete")
 # Callers holding no valid credential: each must be a 401.
@@ -133,13 +136,32 @@ class FuzzResult:
 
 
 def fuzz(
-    url: str, token: str, report_dir: Path, max_examples: int, seed: int = 20261202
+    url: str,
+    token: str,
+    report_dir: Path,
+    max_examples: int,
+    seed: int = 20261202,
+    phases: str = "examples,fuzzing",
+    known: Mapping[str, list[str | int]] | None = None,
 ) -> FuzzResult:
     """Run schemathesis's CLI over every operation of the service at `url` as `token`'s
-    holder, positive and negative cases, with the four checks; its counts and output."""
+    holder, positive and negative cases, with the four checks; its counts and output.
+    `known`: values of path parameters that name existing objects (e.g. `model_id`), used
+    for half of the cases so that operations reach them, not only their 404s."""
     report = report_dir / "schemathesis.json"
+    config = report_dir / "schemathesis.toml"
+    lines: list[str] = []
+    for name, values in (known or {}).items():
+        lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}", ""]
+    lines.append("[parameters]")
+    lines += [
+        f'"path.{name}" = {{ dictionary = "{name}", probability = 0.5 }}' for name in known or {}
+    ]
+    config.write_text("\n".join(lines) + "\n")
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(config),
         "run",
         f"{url}/openapi.json",
         "--url",
@@ -151,7 +173,7 @@ def fuzz(
         "--mode",
         "all",
         "--phases",
-        "examples,coverage,fuzzing",
+        phases,
         "--max-examples",
         str(max_examples),
         "--seed",
@@ -179,3 +201,31 @@ def fuzz(
         int(cases.get("errored", 0)),
         done.stdout + done.stderr,
     )
+
+
+@contextlib.contextmanager
+def jobs_cancelled(url: str, token: str, every_s: float = 1.0) -> Iterator[list[str]]:
+    """While inside, cancel every job the service runs (the fuzz submits real ones: on two
+    cores they would starve the rest, and a `follow=true` log streams until its job ends);
+    yields the ids cancelled."""
+    cancelled: list[str] = []
+    done = threading.Event()
+
+    def cancel_all() -> None:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, timeout=30, headers=auth) as http:
+            while not done.wait(every_s):
+                with contextlib.suppress(httpx.HTTPError):
+                    for job in http.get(f"{API}/training").json():
+                        if job["state"] in ("pending", "running"):
+                            http.post(f"{API}/training/{job['job_id']}/cancel")
+                            if job["job_id"] not in cancelled:
+                                cancelled.append(job["job_id"])
+
+    worker = threading.Thread(target=cancel_all, name="cancel-jobs", daemon=True)
+    worker.start()
+    try:
+        yield cancelled
+    finally:
+        done.set()
+        worker.join(timeout=60)

@@ -209,6 +209,9 @@ class FeastFeatures:
         self._offline = offline
         self._online_timeout_s = online_timeout_s
         self._lock = threading.Lock()
+        # Feast's DuckDB offline store shares one DuckDB connection per process, which
+        # refuses a second call while one runs ("connection is busy"): its reads take turns.
+        self._offline_lock = threading.Lock()
         self._store: Any = None
         self._definitions: tuple[float, dict[str, Any], dict[str, Any]] | None = None
 
@@ -480,7 +483,7 @@ class FeastFeatures:
         """
         end = end or self._clock()
         self.offline_dir()
-        with _online_store_errors():
+        with self._offline_lock, _online_store_errors():
             done = self._materialize(end) if start is None else self._ranged(start, end)
         log.info("materialized %d feature view(s) up to %s", len(done), end.isoformat())
         return done
@@ -511,9 +514,10 @@ class FeastFeatures:
         `event_timestamp`, labels) with the service's features: one row per input row."""
         self.offline_dir()
         store = self.store
-        frame = store.get_historical_features(
-            entity_df=entity_df, features=store.get_feature_service(service)
-        ).to_df()
+        with self._offline_lock:
+            frame = store.get_historical_features(
+                entity_df=entity_df, features=store.get_feature_service(service)
+            ).to_df()
         if len(frame) != len(entity_df):
             raise RuntimeError(
                 f"the offline store returned {len(frame)} rows for {len(entity_df)} entity rows"

@@ -118,7 +118,12 @@ async def _page(
         int | None, Query(ge=1, description="Items per page (default 50, at most 500).")
     ] = None,
     page_token: Annotated[
-        str | None, Query(max_length=4096, description="`next_page_token` of the previous page.")
+        str | None,
+        Query(
+            max_length=1024,
+            pattern=r"^[A-Za-z0-9_\-]*$",
+            description="`next_page_token` of the previous page.",
+        ),
     ] = None,
 ) -> PageRequest:
     size = page_size or context.default_page_size

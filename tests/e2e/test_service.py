@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -360,6 +361,39 @@ def test_killing_a_model_server_replica_under_load(
     assert failed / total <= 0.02, dict(statuses)
 
 
+def test_twenty_concurrent_deploys_of_one_model_one_wins(
+    service: Service, registered: dict[str, Any], second_start: Tokens
+) -> None:
+    """20 canary deploys of one model at once: one starts the rollout, 19 are refused with
+    409 `rollout_in_progress`, and the table is the first step of that one rollout."""
+    engineer = second_start.header(Role.ENGINEER)
+    first, second = registered["versions"][:2]
+    url = f"{BASE}/models/churn/deploy"
+    with httpx.Client(base_url=service.url, timeout=120, headers=engineer) as http:
+        replaced = http.post(url, json={"strategy": "replace", "version": first})
+        assert replaced.status_code == 200, replaced.text
+        revision = replaced.json()["revision"]
+        canary = {"strategy": "canary", "version": second, "steps": [10, 100], "bake_time_s": 3600}
+
+        def deploy(_: int) -> httpx.Response:
+            with httpx.Client(base_url=service.url, timeout=120, headers=engineer) as own:
+                return own.post(url, json=canary)
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(deploy, range(20)))
+        codes = Counter(a.status_code for a in answers)
+        logging.getLogger(__name__).warning("20 concurrent deploys: %s", dict(codes))
+        assert codes == {200: 1, 409: 19}, [a.text for a in answers]
+        refusals = {a.json()["code"] for a in answers if a.status_code == 409}
+        assert refusals == {"rollout_in_progress"}
+        view = http.get(f"{BASE}/models/churn/deployment").json()
+        assert view["revision"] == revision + 1  # one change, not twenty
+        assert view["rollout"]["phase"] == "progressing"
+        weights = sorted((v["version"], v["weight"]) for v in view["variants"])
+        assert weights == [(first, 90.0), (second, 10.0)]
+        assert http.delete(f"{BASE}/models/churn/deployment").status_code in (200, 204)
+
+
 def test_the_authorization_matrix_holds_for_every_operation(
     service: Service,
     second_start: Tokens,
@@ -385,6 +419,7 @@ def test_the_authorization_matrix_holds_for_every_operation(
             "wrong_issuer": _bearer(issuer.token(roles=["admin"], iss="https://elsewhere.example")),
         }
         roles = {**{role.value: role for role in Role}, "oidc_engineer": Role.ENGINEER}
+        SECRETS_USED.extend(h["Authorization"].split(" ", 1)[1] for h in headers.values() if h)
         ops = [*contract.operations(spec), *MLFLOW_ROUTES]
         calls, mismatches = contract.check(http, ops, headers, roles)
     with capsys.disabled():
@@ -418,23 +453,61 @@ def _bearer(token: str) -> dict[str, str]:
 
 def test_the_fuzz_finds_no_failure(
     service: Service,
+    first_start: dict[str, str],
+    registered: dict[str, Any],
     second_start: Tokens,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Schemathesis over every operation as an admin (positive and negative cases): no
-    5xx, every status and content type documented, every body as its schema says."""
-    result = contract.fuzz(
-        service.url, second_start.by_role[Role.ADMIN], tmp_path, max_examples=FUZZ_EXAMPLES
-    )
+    """Schemathesis over every operation as an admin (positive and negative cases), half
+    of them on the objects the tests above made (the model churn, its versions, an
+    experiment and a run): no 5xx, every status and content type documented, every body
+    as its schema says."""
+    admin = second_start.by_role[Role.ADMIN]
+    with contract.jobs_cancelled(service.url, admin) as cancelled:
+        result = contract.fuzz(
+            service.url,
+            admin,
+            tmp_path,
+            max_examples=FUZZ_EXAMPLES,
+            known={
+                "model_id": ["churn"],
+                "version": registered["versions"],
+                "experiment_id": [first_start["experiment_id"]],
+                "run_id": [first_start["run_id"]],
+            },
+        )
     summary = result.output[result.output.rfind("Test cases:") :].strip()
     with capsys.disabled():
         print(  # noqa: T201 - the numbers CI's output must show
             f"\nschemathesis: {result.generated} cases, {result.failures} with failures, "
-            f"{result.errored} errored (exit {result.exit_code})\n{summary}"
+            f"{result.errored} errored (exit {result.exit_code}); {len(cancelled)} training "
+            f"jobs it submitted were cancelled\n{summary}"
         )
     assert result.generated >= 1000, result.output[-5000:]
     assert (result.exit_code, result.failures, result.errored) == (0, 0, 0), result.output[-20000:]
 
 
-FUZZ_EXAMPLES = 12  # per operation in the fuzzing phase; examples and coverage add more
+FUZZ_EXAMPLES = 30  # per operation in the fuzzing phase; the examples phase adds more
+
+
+SECRETS_USED: list[str] = []  # tokens the tests above handed out or sent
+
+
+def test_no_token_or_secret_appears_in_the_logs(
+    service: Service, first_start: dict[str, str], second_start: Tokens
+) -> None:
+    """After a whole day on the service (two starts, every operation, the fuzz): none of
+    the tokens it used is in the service's output or in its Ray session's log files."""
+    secrets = {first_start["token"], *second_start.by_role.values(), *SECRETS_USED}
+    logs = {"serve.log": service.log()}
+    session = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
+    for path in session.rglob("*") if session.is_dir() else ():
+        if path.is_file() and path.stat().st_size < 200_000_000:
+            logs[str(path)] = path.read_text(errors="replace")
+    assert len(logs) > 10 and len(secrets) >= 10, (len(logs), len(secrets))
+    leaks = [(name, s[:12]) for name, text in logs.items() for s in secrets if s in text]
+    logging.getLogger(__name__).warning(
+        "%d secrets searched in %d log files: %d found", len(secrets), len(logs), len(leaks)
+    )
+    assert leaks == []

@@ -5,6 +5,7 @@ against Feast's own SDK. No Ray needed: the API runs in process."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,3 +224,18 @@ def test_point_in_time_training_set_never_uses_later_values_and_keeps_every_row(
     assert by_customer[1] == [10.0, 10.0]  # the value known at the label time, never 99
     assert pd.isna(by_customer[2][0])  # its only value came after the label
     assert pd.isna(by_customer[3][0])  # no value at all, but the row is there
+
+
+def test_concurrent_materializations_take_turns_and_all_succeed(repo: Repo) -> None:
+    """Feast's DuckDB offline store shares one connection per process, which refuses a
+    second call while one runs: four materializations at once used to fail (500)."""
+    engineer = repo.tokens.header(Role.ENGINEER)
+    end = {"end": NOW.isoformat()}
+
+    def materialize(_: int) -> int:
+        answer = repo.http.post(f"{BASE}/features/materialize", json=end, headers=engineer)
+        return answer.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(materialize, range(4)))
+    assert statuses == [200] * 4

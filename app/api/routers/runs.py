@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import StringConstraints
 
 from app.api.deps import (
     Context,
@@ -84,13 +85,13 @@ def search_runs(
     filter: Annotated[
         str,
         Query(
-            max_length=4096,
+            max_length=1000,
             description="MLflow filter, e.g. `metrics.accuracy > 0.9 and params.lr = '0.01'`.",
             examples=["metrics.accuracy > 0.9"],
         ),
     ] = "",
     order_by: Annotated[
-        list[str] | None,
+        list[Annotated[str, StringConstraints(max_length=200)]] | None,
         Query(
             max_length=10,
             description="Repeatable; e.g. `metrics.accuracy DESC`. Default: newest first.",
@@ -108,6 +109,9 @@ def search_runs(
     )
 
 
+MetricName = Annotated[str, StringConstraints(max_length=250)]
+
+
 @router.get(
     "/compare", response_model=RunComparisonPublic, responses=problem_responses(404, 422, 503)
 )
@@ -116,14 +120,20 @@ def compare(
     tracker: Tracker,
     context: Context,
     run_ids: Annotated[
-        list[str],
-        Query(description="Runs to compare, repeated or comma-separated (2 to 20)."),
+        list[Annotated[str, StringConstraints(max_length=700)]],
+        Query(
+            min_length=1,
+            max_length=20,
+            description="Runs to compare, repeated or comma-separated (2 to 20).",
+        ),
     ],
     minimize: Annotated[
-        list[str] | None, Query(description="Metrics where lower is better (overrides).")
+        list[MetricName] | None,
+        Query(max_length=20, description="Metrics where lower is better (overrides)."),
     ] = None,
     maximize: Annotated[
-        list[str] | None, Query(description="Metrics where higher is better (overrides).")
+        list[MetricName] | None,
+        Query(max_length=20, description="Metrics where higher is better (overrides)."),
     ] = None,
 ) -> RunComparisonPublic:
     """Compare runs side by side: params and metrics aligned, differences and bests marked."""
