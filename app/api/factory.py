@@ -11,7 +11,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.deps import ApiContext
-from app.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, malformed_openapi
+from app.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    ingress_openapi,
+    install_problem_handlers,
+    malformed_openapi,
+)
 from app.api.request_context import RequestContextMiddleware
 from app.api.routers import diagnostics, experiments, health, models, runs, serving, training
 from app.api.routers import features as feature_routes
@@ -188,6 +193,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 _as_problem(status, response)
             if "requestBody" in operation:  # any body can fail to parse as JSON
                 operation["responses"].setdefault("400", malformed_openapi())
+            ingress_openapi(operation["responses"])
     app.openapi_schema = schema
     return schema
 

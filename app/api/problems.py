@@ -296,6 +296,22 @@ def malformed_openapi() -> dict[str, Any]:
     }
 
 
+INGRESS_400 = (
+    " Also from the ingress (HAProxy): problem+json `malformed_request` for a URL with raw "
+    "bytes above ASCII; its own HTML page for a request line and headers over 64 KiB, or "
+    "not HTTP at all."
+)
+
+
+def ingress_openapi(responses: dict[str, Any]) -> None:
+    """Add to an operation's responses the 400s the ingress answers before the API sees
+    the request (every operation can get them)."""
+    entry = responses.setdefault("400", malformed_openapi())
+    if INGRESS_400 not in entry["description"]:
+        entry["description"] += INGRESS_400
+    entry["content"].setdefault("text/html", {"schema": {"type": "string"}})
+
+
 def _documented(status: int) -> dict[str, Any]:
     code, detail = _EXAMPLES[status]
     example = problem_body(

@@ -174,10 +174,22 @@ def _columns(
 
 
 def _tensor_rows(block: RowBlock, signature: Signature, problems: list[FieldError]) -> RowBlock:
-    if not isinstance(block, list) or not block or not isinstance(block[0], list):
-        return block  # records or columns: the model server orders them
     width = signature.width
     kind = "float" if str(signature.tensor_dtype).startswith("float") else "long"
+    if isinstance(block, dict):  # columns: the model server orders them; their number fits
+        if width is not None and len(block) != width:
+            _problem(problems, "inputs", f"{len(block)} columns; the model takes {width}")
+        return block
+    if not block or not isinstance(block[0], list):  # records: as many values as the tensor
+        for index, record in enumerate(block):
+            if isinstance(record, Mapping) and width is not None and len(record) != width:
+                _problem(
+                    problems, f"inputs[{index}]", f"{len(record)} values; the model takes {width}"
+                )
+            elif isinstance(record, Mapping):
+                for name, value in record.items():
+                    _value(value, kind, f"inputs[{index}].{name}", problems)
+        return block
     out: list[list[Any]] = []
     for index, row in enumerate(block):
         assert isinstance(row, list)

@@ -64,3 +64,19 @@ def test_every_mistake_is_named_by_row_and_column() -> None:
     with pytest.raises(InvalidInput) as tensor:
         conform([[1, 2, 3], [1, 2]], TENSOR)
     assert fields(tensor) == ["inputs[1]"]
+
+
+def test_records_and_columns_for_a_tensor_must_fit_its_width() -> None:
+    """A tensor model got named records of another width through to the model (the
+    fuzz's example body on a 4-wide model: 502 `prediction_failed`); now a 422 naming it."""
+    assert conform([{"a": 1, "b": 2, "c": 3}], TENSOR) == [{"a": 1, "b": 2, "c": 3}]
+    with pytest.raises(InvalidInput) as narrow:
+        conform([{"monthly": 70.5, "tenure": 12}], TENSOR)
+    assert fields(narrow) == ["inputs[0]"]
+    assert "2 values; the model takes 3" in narrow.value.field_errors[0].message
+    with pytest.raises(InvalidInput) as text:
+        conform([{"a": 1, "b": "x", "c": 3}], TENSOR)
+    assert fields(text) == ["inputs[0].b"]
+    with pytest.raises(InvalidInput) as columns:
+        conform({"a": [1], "b": [2]}, TENSOR)
+    assert fields(columns) == ["inputs"]
