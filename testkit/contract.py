@@ -192,7 +192,9 @@ def fuzz(
         "--report-json-path",
         str(report),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, check=False)
+    done = subprocess.run(  # in `report_dir`: its cache of findings stays there
+        command, capture_output=True, text=True, timeout=1500, check=False, cwd=report_dir
+    )
     cases = json.loads(report.read_text())["test_cases"] if report.exists() else {}
     return FuzzResult(
         done.returncode,
