@@ -505,7 +505,7 @@ def test_no_token_or_secret_appears_in_the_logs(
     for path in session.rglob("*") if session.is_dir() else ():
         if path.is_file() and path.stat().st_size < 200_000_000:
             logs[str(path)] = path.read_text(errors="replace")
-    assert len(logs) > 10 and len(secrets) >= 10, (len(logs), len(secrets))
+    assert len(logs) > 10 and len(secrets) >= 9, (len(logs), len(secrets))
     leaks = [(name, s[:12]) for name, text in logs.items() for s in secrets if s in text]
     logging.getLogger(__name__).warning(
         "%d secrets searched in %d log files: %d found", len(secrets), len(logs), len(leaks)
