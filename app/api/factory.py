@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from app.api.deps import ApiContext
 from app.api.problems import (
     PROBLEM_MEDIA_TYPE,
+    body_limit_openapi,
     ingress_openapi,
     install_problem_handlers,
     malformed_openapi,
@@ -165,11 +166,11 @@ def create_api(
         max_body_bytes=api.max_body_bytes,
         echo_request_id=echo_request_id,
     )
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, api.max_body_bytes)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, max_body_bytes: int) -> dict[str, Any]:
     """FastAPI's document, with the bearer scheme and errors as problem+json."""
     if app.openapi_schema:
         return app.openapi_schema
@@ -191,8 +192,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
                 _as_problem(status, response)
-            if "requestBody" in operation:  # any body can fail to parse as JSON
+            if "requestBody" in operation:  # any body can fail to parse as JSON, or be too big
                 operation["responses"].setdefault("400", malformed_openapi())
+                body_limit_openapi(operation["responses"], max_body_bytes)
             ingress_openapi(operation["responses"])
     app.openapi_schema = schema
     return schema

@@ -303,6 +303,27 @@ INGRESS_400 = (
 )
 
 
+def body_limit_openapi(responses: dict[str, Any], max_body_bytes: int) -> None:
+    """Document an operation's body limit: its 413 (added where missing) says the size."""
+    limit = f" At most {max_body_bytes} bytes (`api.max_body_bytes`)."
+    if "413" not in responses:
+        detail = f"The request body is over {max_body_bytes} bytes."
+        example = problem_body(
+            code=ErrorCode.PAYLOAD_TOO_LARGE,
+            status=413,
+            detail=detail,
+            instance="/api/v1/ml/experiments",
+            request_id="5f0c6f3e-8a9e-4a43-9d55-2f0f3b8f6a11",
+        )
+        schema = {"$ref": "#/components/schemas/Problem"}
+        responses["413"] = {
+            "description": _DESCRIPTIONS[413],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": schema, "example": example}},
+        }
+    if limit not in responses["413"]["description"]:
+        responses["413"]["description"] += limit
+
+
 def ingress_openapi(responses: dict[str, Any]) -> None:
     """Add to an operation's responses the 400s the ingress answers before the API sees
     the request (every operation can get them)."""

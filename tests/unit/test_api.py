@@ -352,6 +352,8 @@ def test_openapi_documents_every_endpoint_with_its_errors(client: TestClient) ->
             assert {"401", "403"} <= set(responses), (path, method)
         if op.get("parameters") or op.get("requestBody"):  # input can be invalid
             assert "422" in responses, (path, method)
+        if op.get("requestBody"):  # and a body can be too big: the limit is documented
+            assert "At most 16777216 bytes" in responses["413"]["description"], (path, method)
         for status, response in responses.items():
             if int(status) >= 400 and not (public and status == "503"):
                 content = response["content"]
