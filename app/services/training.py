@@ -192,17 +192,27 @@ class TrainingJobs:
         return spec.model_copy(
             update={
                 "input": self._local(spec.input, "input"),
-                "output": str((self._workdir / spec.output).resolve())
-                if "://" not in spec.output
-                else spec.output,
+                "output": self._local(spec.output, "output", must_exist=False),
             }
         )
 
-    def _local(self, path: str, field: str) -> str:
+    def _local(self, path: str, field: str, *, must_exist: bool = True) -> str:
+        """`path` as the job takes it: an `s3://` URI as given, else resolved against the
+        working directory, which it may not leave (`..`, an absolute path or a symbolic
+        link elsewhere would let a caller read or write any file the cluster can)."""
         if "://" in path:
+            if not path.startswith("s3://"):
+                raise InvalidInput.for_field(
+                    field, "must be a path under the service's working directory or s3://..."
+                )
             return path
-        resolved = (self._workdir / path).resolve()
-        if not resolved.exists():
+        root = self._workdir.resolve()
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise InvalidInput.for_field(
+                field, f"must stay inside the service's working directory ({root})"
+            )
+        if must_exist and not resolved.exists():
             raise InvalidInput.for_field(field, f"{resolved} does not exist")
         return str(resolved)
 

@@ -134,6 +134,9 @@ def test_a_relative_dataset_path_is_resolved_against_the_workdir(tmp_path: Path)
         ({"trainer": "transformer"}, "trainer"),
         ({"trainer": "no_such_package.train:fit"}, "trainer"),
         ({"dataset": {"path": "missing.parquet"}}, "dataset.path"),
+        ({"dataset": {"path": "/etc/passwd"}}, "dataset.path"),  # outside the workdir
+        ({"dataset": {"path": "../outside.parquet"}}, "dataset.path"),
+        ({"dataset": {"path": "file:///etc/passwd"}}, "dataset.path"),  # s3:// only
         ({"scaling": {"num_workers": 3}}, "scaling.num_workers"),
         ({"scaling": {"num_workers": 1, "use_gpu": True}}, "scaling.use_gpu"),
         ({"tune": {"search_space": {"lr": {"uniform": [1, 0]}}}}, "search_space.lr"),
@@ -189,3 +192,15 @@ def test_twenty_submissions_at_once_over_the_limit_are_refused_with_a_reason(
     assert sorted(v.record.job_id for v in accepted) == sorted(j for j, *_ in launcher.submitted)
     assert all(r.code is ErrorCode.TOO_MANY_JOBS for r in refusals)
     assert "3 jobs are pending or running (the limit is 3)" in str(refusals[0])
+
+
+def test_a_path_cannot_leave_the_workdir_through_a_symbolic_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.parquet").write_bytes(b"PAR1")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "link").symlink_to(outside)
+    error = refused(workdir, spec(dataset={"path": "link/secret.parquet"}))
+    assert fields(error) == ["dataset.path"]
+    assert "inside the service's working directory" in str(error)
