@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,7 @@ def hook() -> Iterator[Hook]:
 class Service:
     http: httpx.Client
     tokens: Tokens
+    monitor_actor: str
     sent_requests: int = 0
 
     def call(self, method: str, path: str, role: Role = Role.ENGINEER, **kw: Any) -> Any:
@@ -132,7 +134,7 @@ def service(
         running_ml_app(workdir / "data", env) as app,
         httpx.Client(base_url=app.url, timeout=120) as http,
     ):
-        service = Service(http, app.tokens)
+        service = Service(http, app.tokens, app.settings.monitoring.actor_name)
         job = service.call("POST", "/training/submit", json=spec())
         done = service.wait_job(job["job_id"])
         assert done["state"] == "succeeded", done
@@ -334,3 +336,56 @@ def test_monitoring_a_model_that_does_not_exist_is_404(service: Service) -> None
         assert answer.json()["code"] == "model_not_found", (what, answer.text)
     # nothing was stored for it
     assert service.http.get(f"{BASE}/models/no-such-model", headers=engineer).status_code == 404
+
+
+def test_killing_the_monitor_actor_loses_no_policy_or_alert_and_it_recovers(
+    service: Service, hook: Hook
+) -> None:
+    """The monitor actor dies (SIGKILL through Ray): while Ray restarts it, monitoring
+    answers at once (200, or 503 backend_unavailable), never hangs; afterwards the policy
+    and the alerts written before are all there, and evaluation works again, with no
+    restart of the service."""
+    import ray
+
+    service.set_policy(window_s=WINDOW_S, cooldown_s=0, webhook_url=hook.url)
+    policy = service.call("GET", f"/models/{MODEL}/monitoring/policy", Role.VIEWER)
+    alerts = service.call("GET", "/monitoring/alerts", Role.VIEWER)
+    handle = ray.get_actor(service.monitor_actor, namespace="ml-service")
+    ray.kill(handle, no_restart=False)
+
+    answers: Counter[str] = Counter()
+    deadline = time.monotonic() + 120
+    while True:
+        started = time.monotonic()
+        answer = service.http.get(
+            f"{BASE}/models/{MODEL}/monitoring/policy",
+            headers=service.tokens.header(Role.VIEWER),
+            timeout=60,
+        )
+        assert time.monotonic() - started < 30, "a monitoring call hung while it restarted"
+        if answer.status_code == 503:
+            assert answer.json()["code"] == "backend_unavailable", answer.text
+        else:
+            assert answer.status_code == 200, answer.text
+        answers[str(answer.status_code)] += 1
+        if answer.status_code == 200 and restarted(handle):
+            break
+        assert time.monotonic() < deadline, f"the monitor did not come back: {answers}"
+        time.sleep(0.2)
+    assert answer.json() == policy  # written before the kill, read back after it
+    after = service.call("GET", "/monitoring/alerts", Role.VIEWER)
+    assert after["items"] == alerts["items"]
+    time.sleep(WINDOW_S + 0.2)  # a fresh window for the evaluation below
+    service.traffic(churn.generate(400, 61))
+    evaluated = service.evaluate()
+    assert evaluated and all(d["window"]["rows"] > 0 for d in evaluated.values()), evaluated
+
+
+def restarted(handle: Any) -> bool:
+    """Whether the actor answers again (a call raced with its restart may fail)."""
+    import ray
+
+    try:
+        return bool(ray.get(handle.ping.remote(), timeout=30))
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
