@@ -4,9 +4,10 @@ A plain class; the builder makes it a named, detached Ray actor that restarts wh
 dies and survives redeploys of the Serve application, with its ports built by the
 composition root. Its state lives in the service database (every change one
 transaction) and is reloaded on start; MLflow aliases and tags mirror the stages and are
-reconciled on start too. Reads are served from memory while a promotion waits for its
-validation task; changes queue behind one lock. It calls no other actor: the serving
-evidence a promotion weighs comes with the request (`app.core.promotion_evidence`).
+reconciled on start too. Reads are served from memory; changes queue behind one lock,
+which a promotion's validation task does not hold while it runs. It calls no other
+actor: the serving evidence a promotion weighs comes with the request
+(`app.core.promotion_evidence`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.core.audit import SERVING_EVENTS, AuditEvent, EventType
-from app.core.gates import Approval, Check, PromotionFacts, PromotionPolicy
+from app.core.gates import Approval, Check, PromotionFacts, PromotionPolicy, ValidationReport
 from app.core.lifecycle import ModelStage, check_transition
 from app.core.policy_codec import policy_as_dict
 from app.core.promotion_evidence import ServingFacts, checked_facts
@@ -177,13 +178,20 @@ class Registry:
                 promotion gets, and a promotion whose serving evidence went stale while it
                 was gathered), or a gate failed (`gates_failed`, with every check).
         """
+        validation = None
+        if target is ModelStage.STAGING:
+            async with self._lock:
+                check_transition(name, number, self._book.version(name, number).stage, target)
+            # outside the lock: a validation that is slow, or waits for a CPU, holds up no
+            # other change (a rival promotion that commits first makes this one a Conflict)
+            validation = await self._validator.validate(f"models:/{name}/{number}")
         async with self._lock:
             candidate = self._book.version(name, number)
             check_transition(name, number, candidate.stage, target)
             stages = [(v.version, v.stage) for v in self._book.versions_of(name)]
             serving = checked_facts(name, stages, number, target, serving)
             policy = self._policy(name)[0]
-            facts = await self._facts(name, candidate, target, serving)
+            facts = self._facts(name, candidate, target, serving, validation)
             moved_out = (
                 superseded(self._book.versions_of(name), candidate, policy, serving.traffic)
                 if target is ModelStage.PRODUCTION
@@ -251,8 +259,13 @@ class Registry:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _facts(
-        self, name: str, candidate: ModelVersion, target: ModelStage, serving: ServingFacts
+    def _facts(
+        self,
+        name: str,
+        candidate: ModelVersion,
+        target: ModelStage,
+        serving: ServingFacts,
+        validation: ValidationReport | None,
     ) -> PromotionFacts:
         production = self._book.production(name, exclude=candidate.version)
         facts = PromotionFacts(
@@ -264,8 +277,7 @@ class Registry:
             approvals=tuple(self._book.approvals.get(name, ())),
         )
         if target is ModelStage.STAGING:
-            report = await self._validator.validate(f"models:/{name}/{candidate.version}")
-            return replace(facts, validation=report)
+            return replace(facts, validation=validation)
         if target is ModelStage.PRODUCTION:
             baseline = production.version if production else None
             return replace(

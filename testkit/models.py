@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from dataclasses import dataclass
 
 import mlflow
@@ -102,6 +104,42 @@ def log_flaky_run(
         mlflow.pyfunc.log_model(
             name="model",
             python_model=FlakyModel(threshold),
+            input_example=example,
+            pip_requirements=PIP,
+        )
+    return LoggedRun(run.info.run_id, experiment_id)
+
+
+class HangingModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Never finishes loading, except in the process that logged it (where MLflow loads it
+    once to check its input example)."""
+
+    def __init__(self) -> None:
+        self.logged_by = os.getpid()
+
+    def load_context(self, context: object) -> None:
+        while os.getpid() != self.logged_by:
+            time.sleep(3600)
+
+    def predict(
+        self, context: object, model_input: pd.DataFrame, params: object = None
+    ) -> list[int]:
+        return [0] * len(model_input)
+
+
+def log_hanging_run(tracking_uri: str, artifact_root: str, experiment: str) -> LoggedRun:
+    """A run logging a pyfunc model whose load never returns anywhere else."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable anywhere
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = _experiment(experiment, artifact_root)
+    example = pd.DataFrame({f"f{i}": [0.1, 0.2] for i in range(4)})
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_metric("accuracy", 0.9)
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=HangingModel(),
             input_example=example,
             pip_requirements=PIP,
         )

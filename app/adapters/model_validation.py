@@ -17,6 +17,7 @@ from typing import Any
 import ray
 
 from app.core.gates import ValidationReport
+from app.errors import ErrorCode, Unavailable
 from app.settings import redact
 
 log = logging.getLogger(__name__)
@@ -96,18 +97,69 @@ class RayModelValidator:
 
     def __init__(self, tracking_uri: str, num_cpus: float, timeout_s: float) -> None:
         self._tracking_uri = tracking_uri
+        self._num_cpus = num_cpus
         self._timeout_s = timeout_s
         self._task = ray.remote(num_cpus=num_cpus, max_retries=0)(validate_model)
 
     async def validate(self, model_uri: str) -> ValidationReport:
-        """See `ModelValidator.validate`."""
+        """See `ModelValidator.validate`.
+
+        Raises:
+            Unavailable: the task was still waiting for its CPUs when the time ran out.
+        """
         ref = self._task.remote(self._tracking_uri, model_uri)
         try:
             report: ValidationReport = await asyncio.wait_for(ref, self._timeout_s)
             return report
         except TimeoutError:
+            started = await asyncio.to_thread(_started, ref)
             ray.cancel(ref, force=True)
-            return ValidationReport((("completes", False, f"timed out after {self._timeout_s}s"),))
+            if not started:
+                log.warning(
+                    "validation of %s got no CPU (%g wanted) in %g s; cancelled",
+                    model_uri,
+                    self._num_cpus,
+                    self._timeout_s,
+                )
+                raise Unavailable(
+                    ErrorCode.BACKEND_UNAVAILABLE,
+                    f"The validation task got no free CPU ({self._num_cpus:g} wanted, "
+                    f"registry.validation_num_cpus) within {self._timeout_s:g} s; nothing "
+                    "was changed or recorded against the version. Retry when the cluster "
+                    "has room.",
+                    wanted_cpus=self._num_cpus,
+                    waited_s=self._timeout_s,
+                ) from None
+            return ValidationReport(
+                (("completes", False, f"did not complete within {self._timeout_s:g} s"),)
+            )
         except ray.exceptions.RayError as exc:
             log.exception("validation task for %s failed", model_uri)
             return ValidationReport((("completes", False, type(exc).__name__),))
+
+
+_WAITING = frozenset(
+    {
+        "NIL",
+        "PENDING_ARGS_AVAIL",
+        "PENDING_ARGS_FETCH",
+        "PENDING_NODE_ASSIGNMENT",
+        "PENDING_OBJ_STORE_MEM_AVAIL",
+    }
+)
+
+
+def _started(ref: Any) -> bool:
+    """Whether the task behind `ref` got a worker (Ray's state API; when that cannot
+    tell, it is taken as started, so the timeout counts as the version's)."""
+    from ray.util.state import get_task
+
+    try:
+        attempts = get_task(ref, timeout=10)
+    except Exception:  # the state API is out: no verdict either way
+        log.warning("could not read the validation task's state", exc_info=True)
+        return True
+    if not attempts:
+        return True
+    found = attempts if isinstance(attempts, list) else [attempts]
+    return any(str(getattr(a, "state", "")) not in _WAITING for a in found)

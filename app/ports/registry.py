@@ -65,7 +65,12 @@ class ModelValidator(Protocol):
 
     async def validate(self, model_uri: str) -> ValidationReport:
         """Load the model, predict on its input example, check the output against its
-        signature; never raises for a bad model, reports the failing step instead."""
+        signature; never raises for a bad model, reports the failing step instead.
+
+        Raises:
+            Unavailable: the validation could not run (no CPU for it in time): not the
+                version's failure, so nothing is recorded against it.
+        """
         ...
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from app.settings import Settings
 from deployments.builder import registry_actor
 from testkit.api import api_for
 from testkit.auth import Tokens
-from testkit.models import LoggedRun, log_model_run
+from testkit.models import LoggedRun, log_hanging_run, log_model_run
 from tests.integration.actor_restarts import kill_and_wait_restarted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,7 +51,11 @@ def handle(registry_settings: Settings, ray_cluster: None) -> Iterator[Any]:
 
 @pytest.fixture
 def app(registry_settings: Settings, handle: Any) -> Any:
-    mlflow = registry_settings.mlflow
+    return app_for(registry_settings, handle)
+
+
+def app_for(settings: Settings, handle: Any) -> Any:
+    mlflow = settings.mlflow
     tracker = MlflowExperimentTracker(mlflow.tracking_uri, mlflow.artifact_root)
     registry = ActorModelRegistry(handle)
     services = Services(
@@ -59,7 +64,25 @@ def app(registry_settings: Settings, handle: Any) -> Any:
         registry=registry,
         promotions=Promotions(registry, None),
     )
-    return api_for(registry_settings, services)
+    return api_for(settings, services)
+
+
+@pytest.fixture
+def registry_with(
+    registry_settings: Settings, ray_cluster: None
+) -> Iterator[Callable[..., tuple[Settings, TestClient]]]:
+    """Makes a registry actor with some registry settings changed, and its test client."""
+    actors = []
+
+    def make(**changes: Any) -> tuple[Settings, TestClient]:
+        registry = registry_settings.registry.model_copy(update=changes)
+        settings = registry_settings.model_copy(update={"registry": registry})
+        actors.append(registry_actor(settings))
+        return settings, TestClient(app_for(settings, actors[-1]))
+
+    yield make
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
 
 
 @pytest.fixture
@@ -215,6 +238,45 @@ def test_validation_catches_a_model_without_an_input_example(
     assert refused.status_code == 409
     validation = next(c for c in refused.json()["context"]["checks"] if c["gate"] == "validation")
     assert not validation["passed"] and "has_input_example" in validation["reason"]
+
+
+def test_a_validation_that_gets_no_cpu_is_a_503_and_holds_up_no_other_change(
+    registry_with: Callable[..., tuple[Settings, TestClient]], tokens: Tokens
+) -> None:
+    # the validation task wants more CPUs than the cluster has
+    settings, client = registry_with(validation_num_cpus=64.0, validation_timeout_s=5.0)
+    first = register(client, tokens, run(settings, seed=1).run_id)["version"]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(promote, client, tokens, first, "staging")
+        # meanwhile the registry takes other changes: its lock is not held by the task
+        second = register(client, tokens, run(settings, seed=2).run_id)["version"]
+        assert not waiting.done()
+        refused = waiting.result(timeout=120)
+    assert refused.status_code == 503, refused.text
+    problem = refused.json()
+    assert problem["code"] == "backend_unavailable"
+    assert "no free CPU (64 wanted" in problem["detail"] and "within 5 s" in problem["detail"]
+    assert problem["context"] == {"wanted_cpus": 64.0, "waited_s": 5.0}
+    versions = client.get(f"{BASE}/models/churn", headers=tokens.header(Role.VIEWER)).json()
+    assert [v["stage"] for v in versions["versions"]] == ["development", "development"]
+    kinds = [e["type"] for e in audit(client, tokens)["events"]]
+    assert "promotion_refused" not in kinds  # not the version's failure: nothing recorded
+    assert second == first + 1
+
+
+def test_a_model_whose_load_never_returns_fails_validation_in_time(
+    registry_with: Callable[..., tuple[Settings, TestClient]], tokens: Tokens
+) -> None:
+    settings, client = registry_with(validation_timeout_s=8.0)
+    mlflow = settings.mlflow
+    hanging = log_hanging_run(mlflow.tracking_uri, mlflow.artifact_root, "churn-training")
+    version = register(client, tokens, hanging.run_id)["version"]
+    refused = promote(client, tokens, version, "staging")
+    assert refused.status_code == 409, refused.text
+    checks = refused.json()["context"]["checks"]
+    validation = next(c for c in checks if c["gate"] == "validation")
+    assert not validation["passed"]
+    assert "did not complete within 8 s" in validation["reason"], validation
 
 
 def test_concurrent_promotions_have_exactly_one_winner(

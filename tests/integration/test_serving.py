@@ -184,8 +184,10 @@ def wait_for_phase(
     deadline = time.monotonic() + seconds
     i = 0
     while time.monotonic() < deadline:
-        view = service.get(f"/models/{model}/deployment").json()
-        if view["rollout"] and view["rollout"]["phase"] == phase:
+        answer = service.get(f"/models/{model}/deployment")
+        assert answer.status_code in (200, 503), answer.text  # 503: an actor restarting
+        view = answer.json()
+        if answer.status_code == 200 and view["rollout"] and view["rollout"]["phase"] == phase:
             return dict(view)
         row = traffic[i % len(traffic)]
         service.post("/predict", {"model": model, "inputs": [row]}, Role.VIEWER)
@@ -228,6 +230,13 @@ def test_canary_rolls_back_on_errors_and_completes_when_healthy(service: Service
         bake_time_s=1,
         min_requests=10,
     )
+    # the traffic actor (routing tables, the canary's controller) dies mid-canary: it
+    # restarts from the database and the rollout carries on to its end, never stalls
+    assert service.get("/models/churn-canary/deployment").json()["rollout"]["phase"] != (
+        "completed"
+    )
+    traffic = ray.get_actor(service.settings.serving.traffic_actor_name, namespace="ml-service")
+    kill_and_wait_restarted(traffic)
     view = wait_for_phase(service, "churn-canary", "completed", [[0.1, 0.2, 0.3, 0.4]])
     weights = {v["name"]: v["weight"] for v in view["variants"]}
     assert weights[f"v{v3}"] == 100 and weights[f"v{v1}"] == 0
