@@ -80,6 +80,7 @@ class Registry:
         self._store = store
         self._catalog = catalog
         self._validator = validator
+        self._validations: dict[tuple[str, int], asyncio.Future[ValidationReport]] = {}
         self._jobs = jobs
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -184,7 +185,7 @@ class Registry:
                 check_transition(name, number, self._book.version(name, number).stage, target)
             # outside the lock: a validation that is slow, or waits for a CPU, holds up no
             # other change (a rival promotion that commits first makes this one a Conflict)
-            validation = await self._validator.validate(f"models:/{name}/{number}")
+            validation = await self._validated(name, number)
         async with self._lock:
             candidate = self._book.version(name, number)
             check_transition(name, number, candidate.stage, target)
@@ -258,6 +259,16 @@ class Registry:
             return self._book.tails[name]
 
     # -- internals --------------------------------------------------------------------
+
+    async def _validated(self, name: str, number: int) -> ValidationReport:
+        """The version's validation; concurrent promotions of one version share one task."""
+        key = (name, number)
+        running = self._validations.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._validator.validate(f"models:/{name}/{number}"))
+            self._validations[key] = running
+            running.add_done_callback(lambda _: self._validations.pop(key, None))
+        return await asyncio.shield(running)
 
     def _facts(
         self,

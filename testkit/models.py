@@ -93,21 +93,7 @@ def log_flaky_run(
     tracking_uri: str, artifact_root: str, experiment: str, threshold: float = 0.5
 ) -> LoggedRun:
     """A run logging a pyfunc model that raises on part of its inputs (a bad canary)."""
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable anywhere
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = _experiment(experiment, artifact_root)
-    example = pd.DataFrame({f"f{i}": [0.1, 0.2] for i in range(4)})
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_metric("accuracy", 0.9)
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=FlakyModel(threshold),
-            input_example=example,
-            pip_requirements=PIP,
-        )
-    return LoggedRun(run.info.run_id, experiment_id)
+    return _log_python_model(tracking_uri, artifact_root, experiment, FlakyModel(threshold))
 
 
 class HangingModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
@@ -129,6 +115,13 @@ class HangingModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
 def log_hanging_run(tracking_uri: str, artifact_root: str, experiment: str) -> LoggedRun:
     """A run logging a pyfunc model whose load never returns anywhere else."""
+    return _log_python_model(tracking_uri, artifact_root, experiment, HangingModel())
+
+
+def _log_python_model(
+    tracking_uri: str, artifact_root: str, experiment: str, model: mlflow.pyfunc.PythonModel
+) -> LoggedRun:
+    """A run logging `model` (four double columns f0..f3 in) with an accuracy."""
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # loadable anywhere
@@ -138,10 +131,7 @@ def log_hanging_run(tracking_uri: str, artifact_root: str, experiment: str) -> L
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_metric("accuracy", 0.9)
         mlflow.pyfunc.log_model(
-            name="model",
-            python_model=HangingModel(),
-            input_example=example,
-            pip_requirements=PIP,
+            name="model", python_model=model, input_example=example, pip_requirements=PIP
         )
     return LoggedRun(run.info.run_id, experiment_id)
 
