@@ -43,6 +43,17 @@ _ENGINE_GONE: tuple[type[BaseException], ...] = (
 )
 
 
+def engine_failure(error: BaseException) -> str:
+    """What an engine error was, by name (vLLM's own types do not load in the service's
+    environment, so its text is searched)."""
+    text = str(error)
+    for known in ("EngineDeadError", "EngineGenerateError"):
+        if known in text:
+            return known
+    cause = getattr(error, "cause", None)
+    return type(cause).__name__ if cause is not None else type(error).__name__
+
+
 def app_name(model: str, version: int) -> str:
     """The Serve application of a version's engine."""
     return f"llm-{model}-v{version}"
@@ -241,10 +252,13 @@ class VllmBackend:
         name = app_name(model, version)
         handle = self._handles.get(name)
         if handle is None:
-            if await self._state(name) != "RUNNING":
+            state = await self._state(name)
+            if state != "RUNNING":
+                being = "is being replaced" if state in ("DEPLOYING", "UNHEALTHY") else None
                 raise Unavailable(
                     ErrorCode.BACKEND_UNAVAILABLE,
-                    f"The LLM engine of {model} version {version} is not running; redeploy it.",
+                    f"The LLM engine of {model} version {version} "
+                    + (f"{being}; retry shortly." if being else "is not running; redeploy it."),
                 )
         try:
             if handle is None:
@@ -259,6 +273,20 @@ class VllmBackend:
                 ErrorCode.BACKEND_UNAVAILABLE,
                 f"The LLM engine of {model} version {version} is not available "
                 f"({type(exc).__name__}); retry shortly.",
+            ) from None
+        except ray.exceptions.RayError as exc:
+            # The engine failed under the request: its worker died (vLLM's EngineDeadError,
+            # e.g. SIGILL on some CPUs) or it broke; Ray hands it over as a RayTaskError,
+            # or as an UnserializableException where vLLM's types do not load (here). The
+            # request is the engine's failure, not a bad one; Serve's health check (every
+            # 10 s) replaces the replica and its engine, and requests until then are 503s.
+            self._handles.pop(name, None)
+            cause = engine_failure(exc)
+            log.error("the LLM engine %s failed under a request: %s", name, cause)
+            raise Unavailable(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"The LLM engine of {model} version {version} failed ({cause}); it is being "
+                "replaced, retry shortly.",
             ) from None
 
     async def retire(self, model: str, keep: set[int]) -> None:

@@ -281,6 +281,18 @@ def llm_runs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> list[s
     return runs
 
 
+def engine_processes() -> list[Any]:
+    """The vLLM engine worker processes on this machine (vLLM names them EngineCore)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        text = f"{process.info['name']} {' '.join(process.info['cmdline'] or [])}"
+        if "EngineCore" in text:
+            found.append(process)
+    return found
+
+
 @needs_llm
 def test_llm_versions_answer_openai_clients_through_the_service(
     client: Client, llm_runs: list[str]
@@ -326,6 +338,38 @@ def test_llm_versions_answer_openai_clients_through_the_service(
         )
     )
     assert len(streamed_chat) >= 2
+
+    # The engine's worker dies (as vLLM's CPU worker did under SIGILL on some CPUs): the
+    # requests meanwhile are 503 backend_unavailable, never a 500 or a hang, they count as
+    # the variant's failures, and Serve replaces the engine with no redeploy.
+    (engine,) = engine_processes()
+    engine.kill()
+    statuses: Counter[int] = Counter()
+    details = set()
+    deadline = time.monotonic() + 600
+    while True:
+        response = client.post(
+            "/llm/v1/completions", {"model": "assistant", "prompt": "a", "max_tokens": 2}
+        )  # a hang would hit the client's timeout
+        statuses[response.status_code] += 1
+        if response.status_code == 200 and statuses[503]:
+            break
+        assert response.status_code == 503, (statuses, response.text)
+        assert response.json()["code"] == "backend_unavailable", response.text
+        details.add(response.json()["detail"])
+        assert time.monotonic() < deadline, f"the engine was not replaced: {statuses}"
+        time.sleep(0.5)
+    assert any("failed (EngineDeadError)" in d for d in details), details
+    (replaced,) = engine_processes()
+    assert replaced.pid != engine.pid
+
+    def errors() -> int:
+        return int(client.get("/models/assistant/deployment").json()["variants"][0]["errors"])
+
+    deadline = time.monotonic() + 60
+    while errors() == 0:  # the variant's statistics are told (flushed every few seconds)
+        assert time.monotonic() < deadline, "the engine's failures were not counted"
+        time.sleep(0.5)
 
     anonymous = OpenAI(
         base_url=f"{client.app.url}{BASE}/llm/v1", api_key="not-a-token", max_retries=0

@@ -18,7 +18,7 @@ import pytest
 
 from app.adapters.serve_invoker import BackendInvoker
 from app.adapters.triton_export import ExportedModel, RepositoryOptions, config_pbtxt, triton_name
-from app.adapters.vllm_backend import CPU_DTYPE_FILE, app_name, engine_config
+from app.adapters.vllm_backend import CPU_DTYPE_FILE, app_name, engine_config, engine_failure
 from app.core.deployment import Arm, DeploySpec
 from app.core.feedback import PredictionRef
 from app.core.model_io import RowBlock
@@ -98,6 +98,22 @@ def test_the_native_config_uses_libtorch_and_the_configured_instances() -> None:
 
 def test_an_llm_version_runs_as_its_own_application() -> None:
     assert app_name("tiny", 2) == "llm-tiny-v2"
+
+
+def test_an_engine_failure_is_named_from_its_text_when_vllm_is_not_importable() -> None:
+    import ray
+
+    dead = ray.exceptions.RayTaskError(
+        "openai", "Traceback ...\nvllm.v1.engine.exceptions.EngineDeadError: EngineCore died", None
+    )
+    assert engine_failure(dead) == "EngineDeadError"
+    other = ray.exceptions.RayTaskError("openai", "Traceback ...", ValueError("x"))
+    assert engine_failure(other) == "ValueError"
+    # what the ingress gets, where vLLM's exception types do not load
+    unloadable = ray.exceptions.UnserializableException(
+        "ray.exceptions.RayTaskError: ...\nvllm.v1.engine.exceptions.EngineDeadError: EngineCore"
+    )
+    assert engine_failure(unloadable) == "EngineDeadError"
 
 
 def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> None:
