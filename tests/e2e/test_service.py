@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -359,6 +360,74 @@ def test_killing_a_model_server_replica_under_load(
     )
     assert total > 100
     assert failed / total <= 0.02, dict(statuses)
+
+
+def test_killing_the_api_replica_under_load(
+    service: Service, registered: dict[str, Any], second_start: Tokens
+) -> None:
+    """The API's (Ingress) replica is killed (SIGKILL) while 8 clients predict: every
+    request meanwhile is answered at once, 200 or the ingress's 503 `backend_unavailable`
+    (problem+json; Serve's HAProxy configuration alone gives a bare 500), never another
+    status, an error or a hang; Serve starts a new replica and the load recovers."""
+    viewer = second_start.header(Role.VIEWER)
+    statuses: Counter[int] = Counter()
+    unexpected: list[str] = []
+    moments = {"failure": 0.0}
+    stop = threading.Event()
+    body = {"model": "churn", "inputs": [[0.1, 0.2, 0.3, 0.4]]}
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=60, headers=viewer) as http:
+            while not stop.is_set():
+                try:
+                    answer = http.post(f"{BASE}/predict", json={**body, "request_key": f"{index}"})
+                except httpx.HTTPError as exc:  # a hang ends here, at the client's timeout
+                    unexpected.append(type(exc).__name__)
+                    continue
+                statuses[answer.status_code] += 1
+                if answer.status_code == 200:
+                    continue
+                moments["failure"] = time.monotonic()
+                problem = answer.headers.get("content-type", "").startswith(
+                    "application/problem+json"
+                )
+                if answer.status_code != 503 or not problem:
+                    unexpected.append(f"{answer.status_code}: {answer.text[:200]}")
+                elif answer.json()["code"] != "backend_unavailable":
+                    unexpected.append(answer.text[:200])
+
+    replicas = subprocess.run(
+        ["pgrep", "-f", "ServeReplica:ml:Ingress"], capture_output=True, text=True
+    ).stdout.split()
+    assert replicas, "no API replica found"
+    with ThreadPoolExecutor(8) as pool:
+        for index in range(8):
+            pool.submit(client, index)
+        deadline = time.monotonic() + 120
+        while statuses[200] < 50:
+            assert time.monotonic() < deadline and not unexpected, (statuses, unexpected)
+            time.sleep(0.2)
+        os.kill(int(replicas[0]), signal.SIGKILL)
+        killed = time.monotonic()
+        served_at_kill = statuses[200]
+        deadline = killed + 300
+        while not (
+            statuses[200] - served_at_kill >= 100 and time.monotonic() - moments["failure"] > 5
+        ):
+            assert time.monotonic() < deadline, (statuses, unexpected)
+            time.sleep(0.2)
+        stop.set()
+    logging.getLogger(__name__).warning(
+        "API replica kill under load: %s; failures for %.1f s after the kill",
+        dict(statuses),
+        moments["failure"] - killed,
+    )
+    assert not unexpected, unexpected
+    assert set(statuses) <= {200, 503}, dict(statuses)
+    now = subprocess.run(
+        ["pgrep", "-f", "ServeReplica:ml:Ingress"], capture_output=True, text=True
+    ).stdout.split()
+    assert now and replicas[0] not in now, (replicas, now)  # Serve started another
 
 
 def test_twenty_concurrent_deploys_of_one_model_one_wins(
