@@ -8,6 +8,7 @@ error here must survive pickling with its code and context intact.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +57,7 @@ class ErrorCode(StrEnum):
     STATE_STORE_UNAVAILABLE = "state_store_unavailable"  # the service's database
     OBJECT_STORE_UNAVAILABLE = "object_store_unavailable"  # S3: artifacts and files
     FEATURE_STORE_UNAVAILABLE = "feature_store_unavailable"  # Feast's online store
+    STORAGE_FULL = "storage_full"  # a disk the service writes to has no space left
     INTERNAL = "internal_error"
 
 
@@ -182,3 +184,30 @@ class Unavailable(DomainError):
     """A backend the service depends on cannot be reached right now; retrying may help."""
 
     category = "unavailable"
+
+
+_DISK_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from or during, says a disk is full (ENOSPC,
+    EDQUOT, SQLite's "database or disk is full", as any library words it)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(current).lower() for text in _DISK_FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def storage_full() -> Unavailable:
+    """The answer to a write that found its disk full: nothing was written."""
+    return Unavailable(
+        ErrorCode.STORAGE_FULL,
+        "A disk the service writes to is full, so nothing was written; free space on it "
+        "(the data directory), then retry.",
+    )

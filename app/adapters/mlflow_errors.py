@@ -12,7 +12,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchUtils
 
 from app.core.tracking import RunQuery
-from app.errors import DomainError, ErrorCode, InvalidInput, NotFound, Unavailable
+from app.errors import (
+    DomainError,
+    ErrorCode,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    is_disk_full,
+    storage_full,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +45,8 @@ def store_outages(method: Callable[P, T]) -> Callable[P, T]:
         except DomainError:
             raise
         except Exception as exc:
+            if is_disk_full(exc):
+                raise _disk_full(exc) from None
             if is_object_store_outage(exc):
                 log.warning("object store unavailable: %s", type(exc).__name__)
                 raise object_store_unavailable() from None
@@ -78,6 +88,8 @@ def mlflow_call(fn: Callable[[], T], *, search: bool = False) -> T:
     except DomainError:
         raise
     except MlflowException as exc:
+        if is_disk_full(exc):
+            raise _disk_full(exc) from None
         if search and exc.error_code == "INVALID_PARAMETER_VALUE":
             raise _refused_search(exc) from None
         if exc.error_code in {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"} and _is_outage(exc):
@@ -85,8 +97,15 @@ def mlflow_call(fn: Callable[[], T], *, search: bool = False) -> T:
             raise unavailable() from None
         raise
     except (ConnectionError, TimeoutError, OSError) as exc:
+        if is_disk_full(exc):
+            raise _disk_full(exc) from None
         log.exception("MLflow store unavailable: %s", type(exc).__name__)
         raise unavailable() from None
+
+
+def _disk_full(exc: BaseException) -> Unavailable:
+    log.error("an MLflow write found its disk full: %s", first_line(str(exc)))
+    return storage_full()
 
 
 def check_query(query: RunQuery) -> None:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from app.api.schemas.common import FieldErrorOut, Problem
-from app.errors import DomainError, ErrorCode, FieldError
+from app.errors import DomainError, ErrorCode, FieldError, is_disk_full, storage_full
 from app.jobs.spec import JOB_KIND_TAGS
 from app.settings import redact
 
@@ -217,9 +217,18 @@ def internal_error_body(instance: str, request_id: str) -> dict[str, Any]:
     )
 
 
+async def _on_os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk is 503 `storage_full` (nothing was written; free space and retry);
+    any other OS error stays an internal error."""
+    if not is_disk_full(exc):
+        raise exc
+    return await _on_domain_error(request, storage_full())
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error the app can raise as problem+json."""
     app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(OSError, _on_os_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
@@ -274,7 +283,7 @@ _DESCRIPTIONS: Mapping[int, str] = {
     "`backend_unavailable` (an engine or actor), `tracking_store_unavailable` (MLflow's "
     "database), `state_store_unavailable` (the service's database), "
     "`object_store_unavailable` (S3: artifacts and files), `feature_store_unavailable` "
-    "(Feast's online store).",
+    "(Feast's online store), `storage_full` (a disk the service writes to is full).",
 }
 
 

@@ -253,6 +253,35 @@ def test_unavailable_backend_is_503(tmp_path: Path, tokens: Tokens) -> None:
     assert_problem(response, 503, ErrorCode.BACKEND_UNAVAILABLE)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError("(sqlite3.OperationalError) database or disk is full"),
+    ],
+)
+def test_a_full_disk_anywhere_is_503_storage_full(
+    tmp_path: Path, tokens: Tokens, error: Exception
+) -> None:
+    def full(name: str) -> None:
+        try:
+            raise error
+        except Exception as exc:
+            raise OSError(5, "write failed") from exc  # found through the chain too
+
+    client = TestClient(
+        build_app(settings_for(tmp_path, tokens), StubTracker(full)),
+        raise_server_exceptions=False,
+    )
+    response = client.get(f"{BASE}/experiments/1", headers=tokens.header(Role.VIEWER))
+    assert_problem(response, 503, ErrorCode.STORAGE_FULL)
+    other = TestClient(
+        build_app(settings_for(tmp_path, tokens), StubTracker(lambda n: open("/nonexistent/x"))),
+        raise_server_exceptions=False,
+    ).get(f"{BASE}/experiments/1", headers=tokens.header(Role.VIEWER))
+    assert_problem(other, 500, ErrorCode.INTERNAL)  # any other OS error: still internal
+
+
 def test_request_id_is_assigned_or_honoured(client: TestClient) -> None:
     first = client.get(f"{BASE}/health/live")
     second = client.get(f"{BASE}/health/live")
