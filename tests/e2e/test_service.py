@@ -366,12 +366,15 @@ def test_killing_the_api_replica_under_load(
     service: Service, registered: dict[str, Any], second_start: Tokens
 ) -> None:
     """The API's (Ingress) replica is killed (SIGKILL) while 8 clients predict: every
-    request meanwhile is answered at once, 200 or the ingress's 503 `backend_unavailable`
-    (problem+json; Serve's HAProxy configuration alone gives a bare 500), never another
-    status, an error or a hang; Serve starts a new replica and the load recovers."""
+    answer meanwhile is 200 or the ingress's 503 `backend_unavailable` (problem+json;
+    Serve's HAProxy configuration alone gives a bare 500), never another status or a hang.
+    Connections the ingress closes without an answer (HAProxy reloads its configuration
+    when the replica set changes) happen only around the kill; Serve starts a new replica
+    and the load recovers."""
     viewer = second_start.header(Role.VIEWER)
     statuses: Counter[int] = Counter()
     unexpected: list[str] = []
+    dropped: list[float] = []  # when a connection closed without an answer
     moments = {"failure": 0.0}
     stop = threading.Event()
     body = {"model": "churn", "inputs": [[0.1, 0.2, 0.3, 0.4]]}
@@ -381,6 +384,10 @@ def test_killing_the_api_replica_under_load(
             while not stop.is_set():
                 try:
                     answer = http.post(f"{BASE}/predict", json={**body, "request_key": f"{index}"})
+                except (httpx.RemoteProtocolError, httpx.ConnectError):
+                    dropped.append(time.monotonic())
+                    moments["failure"] = time.monotonic()
+                    continue
                 except httpx.HTTPError as exc:  # a hang ends here, at the client's timeout
                     unexpected.append(type(exc).__name__)
                     continue
@@ -418,12 +425,15 @@ def test_killing_the_api_replica_under_load(
             time.sleep(0.2)
         stop.set()
     logging.getLogger(__name__).warning(
-        "API replica kill under load: %s; failures for %.1f s after the kill",
+        "API replica kill under load: %s, %d connections closed without an answer; "
+        "failures for %.1f s after the kill",
         dict(statuses),
+        len(dropped),
         moments["failure"] - killed,
     )
     assert not unexpected, unexpected
     assert set(statuses) <= {200, 503}, dict(statuses)
+    assert all(killed <= t <= killed + 60 for t in dropped), [t - killed for t in dropped]
     now = subprocess.run(
         ["pgrep", "-f", "ServeReplica:ml:Ingress"], capture_output=True, text=True
     ).stdout.split()
