@@ -9,7 +9,7 @@ error here must survive pickling with its code and context intact.
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -189,19 +189,24 @@ class Unavailable(DomainError):
 _DISK_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded")
 
 
-def is_disk_full(error: BaseException) -> bool:
-    """Whether `error`, or one it was raised from or during, says a disk is full (ENOSPC,
-    EDQUOT, SQLite's "database or disk is full", as any library words it)."""
+def chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then each error it was raised from or during (each once)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(current).lower() for text in _DISK_FULL_TEXTS):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from or during, says a disk is full (ENOSPC,
+    EDQUOT, SQLite's "database or disk is full", as any library words it)."""
+    return any(
+        (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+        or any(text in str(e).lower() for text in _DISK_FULL_TEXTS)
+        for e in chain(error)
+    )
 
 
 def storage_full() -> Unavailable:

@@ -18,6 +18,7 @@ from app.errors import (
     InvalidInput,
     NotFound,
     Unavailable,
+    chain,
     is_disk_full,
     storage_full,
 )
@@ -70,14 +71,7 @@ def is_object_store_outage(exc: BaseException) -> bool:
 def _caused_by(exc: BaseException, names: frozenset[str]) -> bool:
     """Whether `exc`, or an exception it was raised from or during, is of a class named
     in `names` (or a subclass of one)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if any(k.__name__ in names for k in type(current).__mro__):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(k.__name__ in names for e in chain(exc) for k in type(e).__mro__)
 
 
 def mlflow_call(fn: Callable[[], T], *, search: bool = False) -> T:
