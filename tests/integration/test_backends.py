@@ -26,6 +26,7 @@ from app.core.access import Role
 from app.samples import assistant
 from app.samples.tiny_llm import build_tiny_llama
 from testkit.models import PIP, log_flaky_run, log_model_run
+from testkit.waiting import wait_for
 from tests.integration.ml_app import RunningApp, running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -282,11 +283,17 @@ def llm_runs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> list[s
 
 
 def engine_processes() -> list[Any]:
-    """The vLLM engine worker processes on this machine (vLLM names them EngineCore)."""
+    """The live vLLM engine worker processes on this machine (vLLM names them EngineCore).
+
+    A killed engine can stay a zombie (under its old name) until someone reaps it: those
+    are not counted.
+    """
     import psutil
 
     found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        if process.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            continue
         text = f"{process.info['name']} {' '.join(process.info['cmdline'] or [])}"
         if "EngineCore" in text:
             found.append(process)
@@ -342,7 +349,15 @@ def test_llm_versions_answer_openai_clients_through_the_service(
     # The engine's worker dies (as vLLM's CPU worker did under SIGILL on some CPUs): the
     # requests meanwhile are 503 backend_unavailable, never a 500 or a hang, they count as
     # the variant's failures, and Serve replaces the engine with no redeploy.
-    (engine,) = engine_processes()
+    def one_engine() -> list[Any]:
+        engines = engine_processes()
+        return engines if len(engines) == 1 else []
+
+    (engine,) = wait_for(
+        one_engine,
+        timeout_s=120,
+        what="one live vLLM engine process",
+    )
     engine.kill()
     statuses: Counter[int] = Counter()
     details = set()
@@ -360,8 +375,12 @@ def test_llm_versions_answer_openai_clients_through_the_service(
         assert time.monotonic() < deadline, f"the engine was not replaced: {statuses}"
         time.sleep(0.5)
     assert any("failed (EngineDeadError)" in d for d in details), details
-    (replaced,) = engine_processes()
-    assert replaced.pid != engine.pid
+    replaced = wait_for(
+        lambda: [p for p in engine_processes() if p.pid != engine.pid and p.is_running()],
+        timeout_s=60,
+        what="the replaced engine's process",
+    )
+    assert len(replaced) == 1, replaced
 
     def errors() -> int:
         return int(client.get("/models/assistant/deployment").json()["variants"][0]["errors"])
