@@ -17,14 +17,16 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 _TIMEOUT_S = 300
 
 
-def _generate(model_dir: str, dtype: str, log_path: str) -> None:
-    """Child process: one short greedy generation; exits non-zero (or dies) on failure.
-    Its (long) output goes to `log_path`."""
+def _generate(model_dir: str, dtype: str, log_path: str, done: Any) -> None:
+    """Child process: one short greedy generation; sets `done` when it produced tokens
+    (it may die instead). Its (long) output goes to `log_path`."""
     with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -33,21 +35,39 @@ def _generate(model_dir: str, dtype: str, log_path: str) -> None:
 
     engine = LLM(model=model_dir, dtype=dtype, enforce_eager=True, max_model_len=128)
     out = engine.generate(["hello world"], SamplingParams(max_tokens=4, temperature=0))
-    if not out or not out[0].outputs or not out[0].outputs[0].token_ids:
-        sys.exit(3)
+    if out and out[0].outputs and out[0].outputs[0].token_ids:
+        done.set()
 
 
 def runs(model_dir: str, dtype: str, log_path: str) -> bool:
-    """Whether a generation in `dtype` completes (in a child process, which may die)."""
+    """Whether a generation in `dtype` completes (in a child process, which may die).
+
+    The answer is the child's signal, not its exit: vLLM's engine (a process of its own)
+    can keep the child from exiting after the generation. The child and every process it
+    started are killed once the answer is known, so nothing outlives the probe.
+    """
+    import psutil
+
     context = multiprocessing.get_context("spawn")
-    child = context.Process(target=_generate, args=(model_dir, dtype, log_path), daemon=False)
+    done = context.Event()
+    child = context.Process(target=_generate, args=(model_dir, dtype, log_path, done))
     child.start()
-    child.join(_TIMEOUT_S)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        return False
-    return child.exitcode == 0
+    deadline = time.monotonic() + _TIMEOUT_S
+    while not done.is_set() and child.is_alive() and time.monotonic() < deadline:
+        done.wait(0.5)
+    worked = done.is_set()
+    try:
+        tree = [*psutil.Process(child.pid).children(recursive=True), psutil.Process(child.pid)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for process in tree:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=30)
+    child.join()
+    return worked
 
 
 def probe(log_path: str) -> str:
