@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.core.model_io import (
@@ -47,7 +49,10 @@ class ModelServer:
 
     `batched` is set by the builder when it applies Serve's request batching.
 
-    `batched` is set by the builder when it applies Serve's request batching.
+    One load per version runs at a time: concurrent requests for a version that is loading
+    wait for that load (each until the load's deadline), so a load that never returns
+    (a model whose code hangs) holds one thread, not one per request, and once its
+    deadline has passed the requests for it fail at once instead of waiting again.
 
     Args:
         tracking_uri: the MLflow tracking and registry store.
@@ -66,6 +71,26 @@ class ModelServer:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_tracking_uri(tracking_uri)  # a dedicated process: models:/ URIs resolve here
         self._load_timeout_s = load_timeout_s
+        self._loading: dict[str, _Loading] = {}
+
+    def _started_load(self, model_id: str) -> _Loading:
+        """The load of `model_id` in flight, or a new one (forgotten when it ends)."""
+        loading = self._loading.get(model_id)
+        if loading is not None:
+            return loading
+        name, _, version = model_id.rpartition("/")
+        task = asyncio.ensure_future(asyncio.to_thread(_load_pyfunc, f"models:/{name}/{version}"))
+        loading = _Loading(task, time.monotonic() + self._load_timeout_s)
+        self._loading[model_id] = loading
+
+        def ended(done: asyncio.Future[Any]) -> None:
+            if self._loading.get(model_id) is loading:
+                del self._loading[model_id]
+            if not done.cancelled():
+                done.exception()  # read here, so an unwaited failure is not reported again
+
+        task.add_done_callback(ended)
+        return loading
 
     async def load(self, model_id: str) -> LoadedModel:
         """Load `"<model>/<version>"` (Serve caches the result per replica).
@@ -75,10 +100,10 @@ class ModelServer:
             Unavailable: it exists but does not load, or not in time (`model_load_failed`).
         """
         name, _, version = model_id.rpartition("/")
+        loading = self._started_load(model_id)
         try:
             pyfunc = await asyncio.wait_for(
-                asyncio.to_thread(_load_pyfunc, f"models:/{name}/{version}"),
-                self._load_timeout_s,
+                asyncio.shield(loading.task), max(0.0, loading.deadline - time.monotonic())
             )
         except TimeoutError:
             raise Unavailable(
@@ -135,6 +160,14 @@ class ModelServer:
 
     def check_health(self) -> None:
         """Serve's health check: the replica answers."""
+
+
+@dataclass(frozen=True)
+class _Loading:
+    """A version's load in flight: its thread's task and when it is late."""
+
+    task: asyncio.Future[Any]
+    deadline: float
 
 
 class _Missing(Exception):
