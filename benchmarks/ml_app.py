@@ -101,6 +101,7 @@ def start_ml_app(
     from app.settings import load_settings
     from deployments.builder import AppArgs, build_ml_app
     from testkit.auth import Tokens
+    from testkit.ingress import haproxy_state_environ
     from testkit.service import free_port, haproxy_side_ports, wait_routed
     from testkit.settings import CONFIGS
 
@@ -114,6 +115,7 @@ def start_ml_app(
             "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
             # the ingress scripts/serve ships: Serve's HAProxy in front of the replicas
             "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+            **haproxy_state_environ(workdir / "haproxy"),
             **haproxy_side_ports(),
         }
     )

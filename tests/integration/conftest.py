@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,8 +21,10 @@ from app.adapters.mlflow_tracking import MlflowExperimentTracker
 from app.settings import Settings
 from testkit.api import build_app
 from testkit.auth import Tokens
+from testkit.ingress import haproxy_environ
 from testkit.service import free_port
 from testkit.settings import settings_for
+from tests.integration.ml_app import stop_serve
 
 pytestmark = pytest.mark.integration
 
@@ -76,15 +79,24 @@ def client(settings: Settings, tracker: MlflowExperimentTracker) -> TestClient:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """One local Ray per test session, in a private temp dir (never a stale cluster)."""
+    """One local Ray per test session, in a private temp dir (never a stale cluster), with
+    the ingress `scripts/serve` ships: Serve's HAProxy (one Serve for the whole session,
+    `tests/integration/ml_app.py`). Whatever HAProxy processes it started are gone after."""
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="ray-it-", dir="/tmp")
-    # Serve's own proxy here, not the HAProxy ingress scripts/serve ships: these modules
-    # start and stop Serve several times in one cluster, which Ray 2.60's HAProxy mode
-    # does not survive (the next serve.start talks to a dead controller). The e2e tests
-    # run the service as shipped, HAProxy included.
-    ray.init(
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            **haproxy_environ(Path(temp_dir) / "haproxy"),  # read when Serve's processes start
+            # An ingress replica being stopped stays up 30 s (Ray's default) so that load
+            # balancers in front of HAProxy can drop it: every application these modules
+            # delete would take that long. Nothing stands in front of HAProxy here.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        }
+    )
+    global _dashboard_url
+    context = ray.init(
         address="local",
         num_cpus=8,  # logical slots above the 2 physical cores: replicas idle most of the time
         include_dashboard=True,  # the job API (training tests submit jobs)
@@ -93,8 +105,35 @@ def ray_cluster() -> Iterator[None]:
         logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
     )
+    _dashboard_url = f"http://{context.dashboard_url}"
     try:
         yield
     finally:
+        proxies = haproxy_processes()
+        stop_serve()
         ray.shutdown()
+        for process in proxies:  # an orphan of a killed proxy actor, if any
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        os.environ.clear()
+        os.environ.update(saved)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+_dashboard_url = ""
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(ray_cluster: None) -> str:
+    """The session cluster's dashboard (Serve's and the job API)."""
+    return _dashboard_url
+
+
+def haproxy_processes() -> list[psutil.Process]:
+    """The HAProxy processes this session's cluster started (descendants of this process)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "haproxy":
+                found.append(child)
+    return found

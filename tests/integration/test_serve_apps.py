@@ -14,6 +14,8 @@ from mlflow.exceptions import MlflowException
 from app.core.access import Role
 from app.errors import Conflict, ErrorCode, NotFound
 from testkit.auth import Tokens
+from testkit.ingress import shipped_options
+from tests.integration.conftest import haproxy_processes
 from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,6 +53,36 @@ def served(
     data = tmp_path_factory.mktemp("served") / "data"
     with running_ml_app(data, mlflow=True) as app:
         yield app.url, app.tokens
+
+
+def test_the_apps_run_as_serve_config_yaml_deploys_them_behind_haproxy(
+    served: tuple[str, Tokens], dashboard_url: str
+) -> None:
+    """The topology these integration tests run on is the shipped one: HAProxy (through
+    the service's wrapper, which adds deploy/haproxy/frontend.cfg) answers on Serve's port,
+    and every deployment has serve_config.yaml's options."""
+    url, _ = served
+    commands = [p.cmdline() for p in haproxy_processes()]
+    assert commands, "no HAProxy process in this session's cluster"
+    assert all(any(arg.endswith(".ml") for arg in c) for c in commands), commands
+    # an unknown path is answered by the app behind HAProxy, as problem+json
+    missing = httpx.get(f"{url}/api/v1/ml/no-such-thing", timeout=30)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    # what `serve status` reads: the dashboard's /api/serve/applications/
+    details = ServeSubmissionClient(dashboard_url).get_serve_details()
+    for app_name in ("ml", "mlflow"):
+        deployments = details["applications"][app_name]["deployments"]
+        for name, wanted in shipped_options(app_name).items():
+            config = deployments[name]["deployment_config"]
+            for key, value in wanted.items():
+                if isinstance(value, dict):  # autoscaling_config, ray_actor_options
+                    assert {k: config[key][k] for k in value} == value, (name, key)
+                else:
+                    assert config[key] == value, (name, key, config[key])
 
 
 def test_errors_cross_a_serve_handle(served: tuple[str, Tokens]) -> None:
