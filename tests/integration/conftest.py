@@ -85,16 +85,13 @@ def ray_cluster() -> Iterator[None]:
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="ray-it-", dir="/tmp")
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            **haproxy_environ(Path(temp_dir) / "haproxy"),  # read when Serve's processes start
-            # An ingress replica being stopped stays up 30 s (Ray's default) so that load
-            # balancers in front of HAProxy can drop it: every application these modules
-            # delete would take that long. Nothing stands in front of HAProxy here.
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        }
-    )
+    environ = pytest.MonkeyPatch()  # undone at the session's end
+    for key, value in haproxy_environ(Path(temp_dir) / "haproxy").items():
+        environ.setenv(key, value)  # read when Serve's processes start
+    # An ingress replica being stopped stays up 30 s (Ray's default) so that load balancers
+    # in front of HAProxy can drop it: every application these modules delete would take
+    # that long. Nothing stands in front of HAProxy here.
+    environ.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     global _dashboard_url
     context = ray.init(
         address="local",
@@ -115,8 +112,7 @@ def ray_cluster() -> Iterator[None]:
         for process in proxies:  # an orphan of a killed proxy actor, if any
             with contextlib.suppress(psutil.Error):
                 process.kill()
-        os.environ.clear()
-        os.environ.update(saved)
+        environ.undo()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
