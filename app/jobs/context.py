@@ -39,7 +39,6 @@ VERSION_TAG = "mlservice.registered_version"
 MODEL_TAG = "mlservice.registered_model"
 FEATURE_SERVICE_TAG = "mlservice.feature_service"
 CODE_TAG = "mlservice.code_version"
-REFERENCE_ROWS = 100_000  # at most this many training rows profiled
 BUILT_IN_EVALUATION = {
     "mlp_classifier": {"val_loss": "minimize", "val_accuracy": "maximize"},
     "mlp_regressor": {"val_loss": "minimize", "val_rmse": "minimize", "val_mae": "minimize"},
@@ -167,11 +166,11 @@ class JobContext:
 
     def log_baseline(self, run_id: str, data: TabularData, *, classifier: bool) -> None:
         """The constant predictor's score on the validation set, to compare with."""
-        share = float(data.val.mean(data.target))
+        share = data.val_target_mean
         if classifier:
             metric = Metric("baseline_accuracy", max(share, 1 - share), now_ms(), 0)
         else:
-            metric = Metric("baseline_rmse", float(data.val.std(data.target)), now_ms(), 0)
+            metric = Metric("baseline_rmse", data.val_target_std, now_ms(), 0)
         self.client.log_batch(run_id, metrics=[metric], synchronous=True)
 
     def finish(self, run_id: str, spec: TrainingSpec, provenance: dict[str, Any]) -> None:
@@ -231,9 +230,8 @@ def reference_of(model: Any, data: TabularData) -> Reference:
     classifier, the value of a regressor)."""
     import torch
 
-    train = data.train.select_columns(data.features).limit(REFERENCE_ROWS).to_pandas()
+    train, val = data.train_sample, data.val_sample  # at most SAMPLE_ROWS rows of each
     columns: dict[str, Any] = {name: train[name].to_numpy() for name in data.features}
-    val = data.val.select_columns(data.features).limit(REFERENCE_ROWS).to_pandas()
     with torch.no_grad():
         out = model(torch.from_numpy(val.to_numpy(dtype="float32"))).numpy()
     columns[PREDICTION] = out[:, -1] if out.ndim == 2 else out

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import posixpath
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
     from app.jobs.context import JobContext
 
 log = logging.getLogger(__name__)
+
+
+IN_MEMORY_CELLS = 100_000_000  # up to this many values (800 MB as float64): read at once
+SAMPLE_ROWS = 100_000  # at most this many rows of each split kept for the drift reference
 
 
 @dataclass
@@ -39,11 +44,23 @@ class TabularData:
     rows: int
     example: Any  # a few validation rows (DataFrame): named columns in, for the signature
     feature_service: str | None
+    train_sample: Any  # the first SAMPLE_ROWS training rows' features (DataFrame)
+    val_sample: Any  # the same of the validation rows
+    val_target_mean: float  # the constant predictor's baseline
+    val_target_std: float
     feature_signature: list[list[str]] | None = None  # the service's (feature, type) trained on
 
 
 def load(spec: DatasetSpec, context: JobContext) -> TabularData:
-    """Read the parquet data (writing a generated dataset first), split it and describe it."""
+    """Read the parquet data (writing a generated dataset first), split it and describe it.
+
+    Data that fits in memory (IN_MEMORY_CELLS) is read, split and described in one pass by
+    pyarrow and numpy, and handed to Ray Train as Ray Datasets from those tables: every
+    Ray Data execution here costs seconds of tasks and worker start-ups on a busy cluster
+    (65 s for a 20,000-row file described column by column on an idle 2-CPU one, 0.06 s
+    this way). Larger data is split and described by Ray Data on the cluster."""
+    import pyarrow.dataset as pads
+
     served: list[str] | None = None
     signature: list[list[str]] | None = None
     if spec.feature_service:
@@ -51,44 +68,114 @@ def load(spec: DatasetSpec, context: JobContext) -> TabularData:
     else:
         path = _materialise(spec, context) if spec.generate else location(str(spec.path))
     filesystem, inside = context.storage.locate(path)
-    dataset = ray.data.read_parquet(inside, filesystem=filesystem)
-    schema = {
-        name: str(kind)
-        for name, kind in zip(dataset.schema().names, dataset.schema().types, strict=True)
-    }
+    source = pads.dataset(inside, filesystem=filesystem, format="parquet")
+    schema = {field.name: str(field.type) for field in source.schema}
     if spec.target not in schema:
         raise ValueError(f"the dataset has no target column {spec.target!r}")
     features = spec.features or served or [c for c in schema if c not in (spec.target, "id")]
+    if not features:
+        raise ValueError(f"the dataset has no feature column beside the target {spec.target!r}")
     missing = [f for f in features if f not in schema]
     if missing:
         raise ValueError(f"the dataset has no column(s) {missing}")
-    dataset = dataset.select_columns([*features, spec.target])
+    rows = source.count_rows()
     seed = spec.generate.seed if spec.generate else 0
-    train, val = dataset.train_test_split(
-        test_size=spec.validation_fraction, shuffle=True, seed=seed
-    )
-    train, val = train.materialize(), val.materialize()
-    mean = [float(train.mean(f)) for f in features]
-    std = [float(train.std(f) or 1.0) for f in features]
-    example = val.limit(5).to_pandas()[features].astype("float64")
-    rows = dataset.count()
+    columns = [*features, spec.target]
+    if rows * len(columns) <= IN_MEMORY_CELLS:
+        split = _split_in_memory(
+            source.to_table(columns=columns), features, spec.target, spec.validation_fraction, seed
+        )
+    else:
+        split = _split_on_cluster(
+            ray.data.read_parquet(inside, filesystem=filesystem).select_columns(columns),
+            features,
+            spec.target,
+            spec.validation_fraction,
+            seed,
+        )
     log.info("dataset %s: %d rows, %d features, target %s", path, rows, len(features), spec.target)
     return TabularData(
-        train=train,
-        val=val,
         features=features,
         target=spec.target,
-        mean=mean,
-        std=std,
         name=posixpath.splitext(posixpath.basename(path.rstrip("/")))[0],
         source=path,
         digest=context.storage.digest(path),
         schema=schema,
         rows=rows,
-        example=example,
         feature_service=spec.feature_service,
         feature_signature=signature,
+        **split,
     )
+
+
+def _split_in_memory(
+    table: Any, features: list[str], target: str, fraction: float, seed: int
+) -> dict[str, Any]:
+    """A seeded random split of an arrow table, its statistics, and Ray Datasets of both
+    halves."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(table.num_rows)
+    cut = table.num_rows - int(round(table.num_rows * fraction))
+    train, val = table.take(order[:cut]), table.take(order[cut:])
+    x = np.column_stack([_floats(train, f) for f in features])
+    y = _floats(val, target)
+    with warnings.catch_warnings():  # an empty or all-null column: no mean, scaled by 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0, ddof=1)
+        label_mean, label_std = np.nanmean(y), np.nanstd(y, ddof=1)
+    return {
+        "train": ray.data.from_arrow(train),
+        "val": ray.data.from_arrow(val),
+        "mean": [_number(v) for v in mean],
+        "std": [_spread(float(v)) for v in std],
+        "example": val.slice(0, 5).select(features).to_pandas().astype("float64"),
+        "train_sample": train.slice(0, SAMPLE_ROWS).select(features).to_pandas(),
+        "val_sample": val.slice(0, SAMPLE_ROWS).select(features).to_pandas(),
+        "val_target_mean": _number(label_mean),
+        "val_target_std": _number(label_std),
+    }
+
+
+def _split_on_cluster(
+    dataset: Any, features: list[str], target: str, fraction: float, seed: int
+) -> dict[str, Any]:
+    """The same with Ray Data: a shuffled split, materialised, described in one pass per
+    half."""
+    from ray.data.aggregate import Mean, Std
+
+    train, val = dataset.train_test_split(test_size=fraction, shuffle=True, seed=seed)
+    train, val = train.materialize(), val.materialize()
+    stats = train.aggregate(*[Mean(f) for f in features], *[Std(f) for f in features])
+    label = val.aggregate(Mean(target), Std(target))
+    return {
+        "train": train,
+        "val": val,
+        "mean": [_number(stats[f"mean({f})"]) for f in features],
+        "std": [_spread(_number(stats[f"std({f})"])) for f in features],
+        "example": val.limit(5).to_pandas()[features].astype("float64"),
+        "train_sample": train.select_columns(features).limit(SAMPLE_ROWS).to_pandas(),
+        "val_sample": val.select_columns(features).limit(SAMPLE_ROWS).to_pandas(),
+        "val_target_mean": _number(label[f"mean({target})"]),
+        "val_target_std": _number(label[f"std({target})"]),
+    }
+
+
+def _floats(table: Any, column: str) -> Any:
+    import numpy as np
+
+    return np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _number(value: Any) -> float:
+    """A statistic as a float; 0 where there is none (no rows, or only nulls)."""
+    number = float(value) if value is not None else 0.0
+    return number if number == number else 0.0
+
+
+def _spread(std: float) -> float:
+    """A standard deviation to scale by: 1 for a constant (or undefined) column."""
+    return std or 1.0
 
 
 def location(path: str) -> str:

@@ -499,3 +499,44 @@ def test_train_on_a_feature_service_deploy_and_predict_by_entity_key(service: Se
         assert refused.json()["code"] == "feature_contract_broken"
     finally:
         store.apply([repo.churn_v1])
+
+
+def test_data_read_in_memory_and_on_the_cluster_is_described_the_same(
+    ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job reads data that fits in memory with pyarrow and larger data with Ray Data;
+    either way the statistics are those of the split Ray Train gets."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from app.adapters.storage import open_storage
+    from app.jobs import tabular
+    from app.jobs.spec import DatasetSpec, GeneratedData
+    from app.settings.platform import StorageSettings
+
+    storage = open_storage(StorageSettings(uri=str(tmp_path / "files"), cache_dir=tmp_path))
+    context: Any = SimpleNamespace(storage=storage)
+    spec = DatasetSpec(generate=GeneratedData(rows=1000, seed=3), validation_fraction=0.25)
+    described = {"in memory": tabular.load(spec, context)}
+    monkeypatch.setattr(tabular, "IN_MEMORY_CELLS", 0)
+    described["on the cluster"] = tabular.load(spec, context)
+    for how, data in described.items():
+        train, val = data.train.to_pandas(), data.val.to_pandas()
+        assert (len(train), len(val), data.rows) == (750, 250, 1000), how
+        assert list(train.columns) == [*data.features, "churned"], how
+        np.testing.assert_allclose(data.mean, train[data.features].mean(), rtol=1e-9)
+        np.testing.assert_allclose(data.std, train[data.features].std(ddof=1), rtol=1e-9)
+        assert data.val_target_mean == pytest.approx(val["churned"].mean()), how
+        assert data.val_target_std == pytest.approx(val["churned"].std(ddof=1)), how
+        for sample, rows in ((data.train_sample, train), (data.val_sample, val)):
+            # Ray's frames hold pyarrow dtypes; the same values
+            pd.testing.assert_frame_equal(sample, rows[data.features], check_dtype=False, obj=how)
+        want = val[data.features].head(5).astype("float64")
+        pd.testing.assert_frame_equal(data.example, want, obj=how)
+    memory, cluster = described.values()
+    assert (memory.schema, memory.features, memory.digest) == (
+        cluster.schema,
+        cluster.features,
+        cluster.digest,
+    )
