@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -212,7 +213,9 @@ class MlflowExperimentTracker:
         request_digest: str | None,
     ) -> Run:
         """Create the run and write it whole (a half-written run is removed)."""
-        run_id = self._create_run(experiment_id, record, idempotency_key, request_digest)
+        created = self._create_run(experiment_id, record, idempotency_key, request_digest)
+        run_id = str(created.info.run_id)
+        end_ms = None
         try:
             self._write(run_id, record.params, record.metrics, {})
             self._log_datasets(run_id, record.datasets)
@@ -223,7 +226,9 @@ class MlflowExperimentTracker:
             self._discard(run_id)
             raise
         log.info("logged run %s in experiment %s for %s", run_id, experiment_id, record.created_by)
-        return self._read_run(experiment_id, run_id)
+        if record.datasets:  # as MLflow keeps them (deduplicated)
+            return self._read_run(experiment_id, run_id)
+        return _written_run(created, record, end_ms)
 
     def _create_run(
         self,
@@ -231,7 +236,8 @@ class MlflowExperimentTracker:
         record: RunRecord,
         idempotency_key: str | None,
         request_digest: str | None,
-    ) -> str:
+    ) -> Any:
+        """The new run (MLflow's `Run`, as created: no params or metrics yet)."""
         tags = {
             **record.tags,
             USER_TAG: record.created_by,
@@ -249,7 +255,7 @@ class MlflowExperimentTracker:
             if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
                 raise experiment_not_found(experiment_id) from None
             raise
-        return str(run.info.run_id)
+        return run
 
     def update_run(self, experiment_id: str, run_id: str, update: RunUpdate) -> Run:
         """See `ExperimentTracker.update_run`."""
@@ -405,3 +411,27 @@ def _name_filter(name_contains: str | None) -> str | None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _written_run(created: Any, record: RunRecord, end_ms: int | None) -> Run:
+    """The run `_write_run` stored, without reading it back (a round trip carrying every
+    metric): MLflow's run as created, with the record's params, its status, and each
+    metric's latest value as MLflow picks it (the greatest step, then timestamp, then
+    value). A test compares it with the run read back."""
+    latest: dict[str, MetricPoint] = {}
+    for point in record.metrics:
+        held = latest.get(point.key)
+        if held is None or (point.step, point.timestamp_ms, point.value) > (
+            held.step,
+            held.timestamp_ms,
+            held.value,
+        ):
+            latest[point.key] = point
+    run = run_of(created)
+    return dataclasses.replace(
+        run,
+        status=record.status,
+        end_ms=end_ms,
+        params=dict(record.params),
+        metrics=latest,
+    )

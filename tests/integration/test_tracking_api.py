@@ -202,6 +202,44 @@ def test_many_metrics_and_params_are_batched(
     assert len(mlflow.get_metric_history(run["id"], "m7")) == 50
 
 
+def test_the_logged_run_answered_is_the_run_stored(
+    client: TestClient, engineer: dict[str, str], viewer: dict[str, str]
+) -> None:
+    """POST /runs answers the run without reading it back; whatever it logs (repeated
+    keys, ties on step and timestamp, no metrics, ongoing or ended, named or not), the
+    answer is what GET reads from MLflow."""
+    import random
+
+    experiment_id = create_experiment(client, engineer, "written")
+    pick = random.Random(7)
+    for i in range(40):
+        metrics = [
+            {
+                "key": pick.choice(["loss", "acc", "f1"]),
+                "value": pick.choice([0.5, 1.0, pick.uniform(-5, 5)]),
+                "step": pick.choice([0, 1, 2]),
+                "timestamp": pick.choice([1793534520000, 1793534521000]),
+            }
+            for _ in range(pick.choice([0, 1, 3, 12]))
+        ]
+        body: dict[str, Any] = {
+            "metrics": metrics,
+            "params": {
+                f"p{j}": pick.choice([1, 0.1, "x", True]) for j in range(pick.randint(0, 4))
+            },
+            "tags": {"team": "growth"} if i % 2 else {},
+            "status": pick.choice(["RUNNING", "FINISHED", "FAILED", "KILLED"]),
+        }
+        if i % 3:
+            body["name"] = f"run-{i}"
+        if i % 4 == 0 and body["status"] != "RUNNING":
+            body["end_time"] = "2026-11-01T12:05:00Z"
+            body["start_time"] = "2026-11-01T12:00:00Z"
+        answered = log_run(client, engineer, experiment_id, **body)
+        stored = client.get(answered["links"]["self"], headers=viewer).json()
+        assert answered == stored, body
+
+
 def test_an_ongoing_run_takes_data_until_it_ends(
     client: TestClient, engineer: dict[str, str], mlflow: MlflowClient
 ) -> None:
