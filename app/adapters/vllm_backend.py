@@ -265,6 +265,21 @@ class VllmBackend:
                 app = await asyncio.to_thread(serve.get_app_handle, name)
                 handle = self._handles[name] = app.options(stream=True)
             responses: Any = handle.openai.remote(kind, {**body, "model": model})
+            try:  # Serve queues a request while no replica is ready: bounded here
+                first = await asyncio.wait_for(
+                    anext(responses), self._config.first_answer_timeout_s
+                )
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                responses.cancel()
+                raise Unavailable(
+                    ErrorCode.BACKEND_UNAVAILABLE,
+                    f"The LLM engine of {model} version {version} did not start answering "
+                    f"within {self._config.first_answer_timeout_s:g} s (it may be being "
+                    "replaced); retry shortly.",
+                ) from None
+            yield first
             async for item in responses:
                 yield item
         except _ENGINE_GONE as exc:

@@ -131,6 +131,13 @@ class LlmSettings(Section):
     start_timeout_s: float = Field(
         default=600, gt=0, description="A version whose engine is not up by then fails to deploy."
     )
+    first_answer_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description="A request its engine has not started answering by then (no replica "
+        "ready while a failed engine is replaced, or a queue that long) is cancelled and "
+        "answered 503 backend_unavailable.",
+    )
     stream_batching_interval_ms: float = Field(
         default=0,
         ge=0,

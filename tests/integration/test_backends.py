@@ -101,6 +101,8 @@ def client(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "ML_SERVING__DRAIN_WINDOW_S": "1",  # unused LLM engines retired after 1 s
         "ML_MONITORING__ENABLED": "false",
         "ML_DIAGNOSTICS__ASSISTANT_MODEL": "diagnostics-assistant",
+        # while a killed engine is replaced: 503s, not a request held (up to 167 s seen)
+        "ML_SERVING__LLM__FIRST_ANSWER_TIMEOUT_S": "15",
     }
     data = tmp_path_factory.mktemp("backends") / "data"
     with running_ml_app(data, env) as app, httpx.Client(base_url=app.url, timeout=60) as http:
@@ -301,6 +303,40 @@ def engine_processes() -> list[Any]:
 
 
 @needs_llm
+def test_a_request_no_llm_replica_starts_answering_is_a_bounded_503(client: Client) -> None:
+    """While no replica can answer (a failed engine being replaced), Serve holds a request
+    until one can: the backend cancels it after `first_answer_timeout_s` and answers 503."""
+    import asyncio
+
+    from app.adapters.vllm_backend import VllmBackend, app_name
+    from app.errors import ErrorCode, Unavailable
+    from app.settings import LlmSettings
+    from tests.integration.stuck_llm import StuckLLMServer
+
+    name = app_name("stuck", 1)
+    serve.run(StuckLLMServer.bind(), name=name, route_prefix=None)
+    backend = VllmBackend(LlmSettings(first_answer_timeout_s=2), "", None, None)  # type: ignore[arg-type]
+
+    async def ask() -> list[Any]:
+        return [item async for item in backend.stream("stuck", 1, "completions", {"prompt": "a"})]
+
+    try:
+        began = time.monotonic()
+        with pytest.raises(Unavailable) as refused:
+            asyncio.run(ask())
+        assert refused.value.code is ErrorCode.BACKEND_UNAVAILABLE
+        assert "did not start answering within 2 s" in refused.value.message
+        assert time.monotonic() - began < 60  # bounded (Serve alone held it for minutes)
+        handle = serve.get_app_handle(name)
+        wait_for(
+            lambda: handle.cancellations.remote().result(timeout_s=30) == 1,
+            timeout_s=30,
+            what="the held request cancelled in the replica",
+        )
+    finally:
+        serve.delete(name)
+
+
 def test_llm_versions_answer_openai_clients_through_the_service(
     client: Client, llm_runs: list[str]
 ) -> None:
