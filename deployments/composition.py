@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,6 +24,9 @@ from app.services.container import Services
 from app.services.features import Features
 from app.services.training import TrainingJobs
 from app.settings import AuthSettings, Settings
+
+# The project's checkout (the built workbench is found from here).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,15 @@ def ingress_app(settings: Settings, peers: Peers) -> FastAPI:
         mlflow_prefix=settings.mlflow.ui_prefix,
         echo_request_id=False,
         jwt_verifier=jwt_verifier(settings.auth),
+        workbench_dir=workbench_dir(settings.api.workbench_dir),
     )
+
+
+def workbench_dir(setting: str) -> Path | None:
+    """Where the built workbench is: `setting`, relative to the project's root."""
+    if not setting:
+        return None
+    return PROJECT_ROOT / setting
 
 
 def ingress_services(settings: Settings, peers: Peers) -> Services:

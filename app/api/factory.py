@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from app.api.routers import llm as llm_routes
 from app.api.routers import monitoring as monitoring_routes
 from app.api.routers import tokens as token_routes
 from app.api.security import SECURITY_SCHEME
+from app.api.workbench import mount_workbench
 from app.core.access import Principal, TokenBook
 from app.services.container import Services
 from app.settings import ApiSettings, TokenEntry
@@ -105,6 +107,7 @@ def create_api(
     mlflow_prefix: str = "/mlflow",
     echo_request_id: bool = True,
     jwt_verifier: Callable[[str], Principal] | None = None,
+    workbench_dir: Path | None = None,
 ) -> FastAPI:
     """The API application.
 
@@ -116,6 +119,7 @@ def create_api(
         echo_request_id: add `x-request-id` to responses; False behind Serve's proxy,
             which adds it itself.
         jwt_verifier: also accept the JWTs it verifies (OIDC), besides the tokens.
+        workbench_dir: the built workbench, served at /workbench/ (None: not served).
     """
     background = services.background
 
@@ -161,6 +165,7 @@ def create_api(
     )
     for module in (*routers, health):
         app.include_router(module.router, prefix=api.base_path)
+    mount_workbench(app, workbench_dir)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=api.max_body_bytes,

@@ -99,6 +99,11 @@ class ApiSettings(Section):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
+    workbench_dir: str = Field(
+        default="workbench/dist",
+        description="The built ML Workbench, served at /workbench/ (relative: to the project's "
+        "root; `scripts/setup` builds it); empty: not served.",
+    )
 
 
 class MlflowSettings(Section):
