@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mlflow
+import numpy as np
 import pytest
 
 from app.core.access import Role
@@ -58,13 +60,45 @@ class Day:
         assert response.status_code < 300, (path, response.status_code, response.text)
         return response.json() if response.content else None
 
+    def call(self, method: str, path: str, role: Role = Role.VIEWER, **kw: Any) -> httpx.Response:
+        return self.http.request(method, path, headers=self.tokens.header(role), **kw)
+
     def predict(self, row: dict[str, Any], key: str) -> dict[str, Any]:
         body = {"model": "churn", "inputs": [row], "request_key": key}
         return dict(self.ok("POST", "/predict", Role.VIEWER, json=body))
 
+    def deployment(self) -> dict[str, Any]:
+        return dict(self.ok("GET", "/models/churn/deployment", Role.VIEWER))
+
     def served(self) -> int:
-        deployment = self.ok("GET", "/models/churn/deployment", Role.VIEWER)
-        return sum(v["requests"] for v in deployment["variants"])
+        return sum(v["requests"] for v in self.deployment()["variants"])
+
+    def wait_served(self, count: int) -> None:
+        """Until the traffic actor has counted `count` requests (with their references)."""
+        wait_for(lambda: self.served() >= count, timeout_s=60, what=f"{count} requests counted")
+
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return {v["name"]: v for v in self.deployment()["variants"]}
+
+    def verdict(self) -> dict[str, Any]:
+        return dict(self.deployment()["verdicts"][0])
+
+    def stages(self) -> dict[int, str]:
+        detail = self.ok("GET", "/models/churn", Role.VIEWER)
+        return {v["version"]: v["stage"] for v in detail["versions"]}
+
+    def gate_inputs(self, version: int, gate: str) -> dict[str, Any]:
+        history = self.ok("GET", f"/models/churn/versions/{version}", Role.VIEWER)
+        return dict(next(c for c in history["gate_results"] if c["gate"] == gate)["inputs"])
+
+    def aliases(self) -> dict[str, int]:
+        """MLflow's own view of the stages (its client, through /mlflow, with a token)."""
+        os.environ["MLFLOW_TRACKING_TOKEN"] = self.tokens.by_role[Role.VIEWER]
+        try:
+            found = mlflow.MlflowClient(f"{self.service.url}/mlflow").get_registered_model("churn")
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        return {alias: int(version) for alias, version in found.aliases.items()}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +113,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
             "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
             "ML_SERVING__STATS_FLUSH_S": "0.2",
             "ML_SERVING__LIFECYCLE_TICK_S": "0.5",
+            "ML_SERVING__DRAIN_WINDOW_S": "2",
             "ML_SERVING__AB_TEST__MIN_OUTCOMES": "20",  # a verdict's interval within minutes
         }
     )
@@ -133,6 +168,10 @@ def readme_job(day: Day) -> tuple[subprocess.CompletedProcess[str], str]:
     return submitted, job_id.group(1)
 
 
+def top_class(scores: dict[str, float]) -> int:
+    return int(max(scores, key=lambda k: scores[k]))
+
+
 def test_the_readme_training_job_from_the_command_line(
     day: Day, readme_job: tuple[subprocess.CompletedProcess[str], str]
 ) -> None:
@@ -173,6 +212,7 @@ class Tab:
         self.context.set_default_timeout(30_000)
         self.page = self.context.new_page()
         self.requests: list[str] = []
+        self.jobs: dict[int, str] = {}  # version -> the job that registered it
         self.page.on("request", lambda request: self.requests.append(request.url))
         self.day = day
         self.page.goto(f"{day.service.url}/workbench/")
@@ -200,6 +240,90 @@ class Tab:
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
+    def submit_job(self, sample: str, refuse_first: bool = False) -> int:
+        """Submit a sample config from the Training page and watch it finish; the version
+        it registered."""
+        page = self.open("training")
+        page.get_by_label("Sample config").select_option(sample)
+        spec = page.get_by_label("Job spec (JSON)")
+        if refuse_first:
+            good = spec.input_value()
+            spec.fill(json.dumps({**json.loads(good), "scaling": {"num_workers": 0}}))
+            page.get_by_role("button", name="Submit job").click()
+            expect(page.get_by_role("alert")).to_contain_text("422")
+            expect(page.locator(".field-message").first).to_contain_text("num_workers")
+            spec.fill(good)
+        page.get_by_role("button", name="Submit job").click()
+        expect(page).to_have_url(re.compile(r"training\?job="))
+        job_id = page.url.rsplit("job=", 1)[1]
+        state = page.locator("[data-state]")
+        expect(state).to_have_attribute("data-state", "succeeded", timeout=900_000)
+        expect(page.locator("pre.log")).not_to_be_empty()
+        registered = page.locator(".job-status dd").filter(has_text=re.compile(r"^churn version"))
+        expect(registered).to_be_visible()
+        version = int(registered.inner_text().rsplit(" ", 1)[1])
+        self.jobs[version] = job_id
+        return version
+
+    def promote(
+        self,
+        version: int,
+        stage: str,
+        refused: tuple[str, ...] = (),
+        may_refuse: bool = False,
+    ) -> Any:
+        """Promote from the Registry page. The gates' results ("passed: reason") by gate;
+        with `refused`, the promotion must be refused by (at least) those gates; with
+        `may_refuse`, whether it went through."""
+        page = self.open("registry?model=churn")
+        form = page.get_by_role("form", name="Promote a version")
+        form.get_by_label("Version").fill(str(version))
+        form.get_by_label("To stage").select_option(stage)
+        form.get_by_role("button", name="Promote").click()
+        done = page.get_by_text(f"Promoted v{version} to {stage}.")
+        refusal = page.get_by_role("alert").filter(has_text="gates_failed")
+        expect(done.or_(refusal)).to_be_visible(timeout=300_000)
+        went = done.is_visible()
+        if refused:
+            assert not went, f"v{version} to {stage} was not refused"
+            table = page.get_by_role("table", name="Gates of the refused promotion")
+            for gate in refused:
+                expect(table.get_by_role("row").filter(has_text=gate)).to_contain_text("refused")
+            return self.gates(table)
+        if may_refuse:
+            return went
+        assert went, page.get_by_role("alert").inner_text()
+        return self.gates(page.get_by_role("table", name="Gates of this promotion"))
+
+    @staticmethod
+    def gates(table: Any) -> dict[str, str]:
+        found = {}
+        for row in table.get_by_role("row").all()[1:]:
+            gate, result, reason = (c.inner_text() for c in row.get_by_role("cell").all())
+            found[gate] = f"{result}: {reason}"
+        return found
+
+    def approve(self, version: int) -> None:
+        page = self.open("registry?model=churn")
+        form = page.get_by_role("form", name="Approve a version")
+        form.get_by_label("Version").fill(str(version))
+        form.get_by_role("button", name="Approve for production").click()
+        expect(page.get_by_text(f"Approved v{version}.")).to_be_visible()
+        expect(page.get_by_role("table", name="Approvals")).to_contain_text(f"v{version}")
+
+    def deploy(self, strategy: str, version: int | None = None, variants: str = "") -> None:
+        page = self.open("deployments?model=churn")
+        form = page.get_by_role("form", name="Deploy")
+        form.get_by_label("Strategy").select_option(strategy)
+        if version is not None:
+            form.get_by_label("Version", exact=True).fill(str(version))
+        if variants:
+            form.get_by_label("A/B variants").fill(variants)
+        form.get_by_role("button", name="Deploy").click()
+        routing = page.get_by_role("table", name="Routing table and live statistics")
+        expect(page.get_by_text(f"Strategy {strategy},")).to_be_visible(timeout=120_000)
+        expect(routing).to_be_visible()
+
     def foreign_requests(self) -> list[str]:
         origin = self.day.service.url
         return [u for u in self.requests if not u.startswith((origin + "/", "data:"))]
@@ -217,6 +341,9 @@ def customers(seed: int, count: int, shift: float = 0.0) -> tuple[list[dict[str,
 def test_an_engineers_day_in_the_workbench(
     day: Day, browser: Any, readme_job: tuple[subprocess.CompletedProcess[str], str]
 ) -> None:
+    """docs/registry.md's walk from a first model to its successor in production, done in
+    the page: every promotion, approval and deployment is a click; MLflow's aliases match
+    the stages at every step; the old version is archived by the controller once drained."""
     tab = Tab(browser, day, Role.ADMIN)
     page = tab.page
 
@@ -228,24 +355,10 @@ def test_an_engineers_day_in_the_workbench(
     expect(page.get_by_role("status")).to_contain_text("Materialized", timeout=120_000)
     expect(views.get_by_role("row").filter(has_text="customer_stats")).to_contain_text("fresh")
 
-    # Training: the server's validation error is shown on the field; then the sample job
-    # (the first version came from the command line: this one is version 2)
-    tab.open("training")
-    page.get_by_label("Sample config").select_option("churn_baseline")
-    spec = page.get_by_label("Job spec (JSON)")
-    good = spec.input_value()
-    spec.fill(json.dumps({**json.loads(good), "scaling": {"num_workers": 0}}))
-    page.get_by_role("button", name="Submit job").click()
-    expect(page.get_by_role("alert")).to_contain_text("422")
-    expect(page.locator(".field-message").first).to_contain_text("num_workers")
-    spec.fill(good)
-    page.get_by_role("button", name="Submit job").click()
-    expect(page).to_have_url(re.compile(r"training\?job="))
-    job_id = page.url.rsplit("job=", 1)[1]
-    state = page.locator("[data-state]")
-    expect(state).to_have_attribute("data-state", "succeeded", timeout=900_000)
-    expect(page.locator(".job-status")).to_contain_text("churn version 2")
-    expect(page.locator("pre.log")).not_to_be_empty()
+    # Training: a refused spec shows the server's field error; then the small first model
+    # (version 1 came from the command line: this is version 2)
+    first = tab.submit_job("churn_baseline", refuse_first=True)
+    assert first == 2
 
     # Experiments: the command line's run and the page's, side by side
     tab.open("experiments")
@@ -259,89 +372,98 @@ def test_an_engineers_day_in_the_workbench(
     expect(differing.locator("mark").filter(has_text="epochs")).to_be_visible()
     expect(page.locator(".charts figure canvas").first).to_be_visible()
 
-    # Registry: v2 to staging; production is refused by its gates, reasons shown; approve
-    tab.open("registry?model=churn")
-    promote = page.get_by_role("form", name="Promote a version")
+    # Registry: to staging; production is refused by its gates, reasons shown; approve
+    tab.promote(first, "staging")
+    assert day.aliases() == {"staging": first}
+    tab.promote(first, "production", refused=("manual_approval", "integration_checks"))
+    tab.approve(first)
 
-    def promote_to(version: int, stage: str) -> None:
-        promote.get_by_label("Version").fill(str(version))
-        promote.get_by_label("To stage").select_option(stage)
-        promote.get_by_role("button", name="Promote").click()
+    # Deployments: the first version deployed; its requests are the integration evidence
+    tab.deploy(strategy="replace", version=first)
+    rows, truth = customers(seed=77, count=4000)
+    sent = 0
+    while not tab.promote(first, "production", may_refuse=True):
+        for row in rows[sent : sent + 25]:  # the integration check's requests
+            body = {"model": "churn", "inputs": [row]}
+            assert day.call("POST", "/predict", json=body).status_code in (200, 404)
+        sent += 25
+        assert sent < 1000, "the first version never passed its production gates"
+    assert day.stages()[first] == "production" and day.aliases() == {"production": first}
 
-    promote_to(2, "staging")
-    expect(page.get_by_text("Promoted v2 to staging.")).to_be_visible(timeout=300_000)
-    promote_to(2, "production")
-    expect(page.get_by_role("alert")).to_contain_text("gates_failed", timeout=60_000)
-    refused = page.get_by_role("table", name="Gates of the refused promotion")
-    for gate in ("manual_approval", "integration_checks"):
-        expect(refused.get_by_role("row").filter(has_text=gate)).to_contain_text("refused")
-    approve = page.get_by_role("form", name="Approve a version")
-    approve.get_by_label("Version").fill("2")
-    approve.get_by_role("button", name="Approve for production").click()
-    expect(page.get_by_text("Approved v2.")).to_be_visible()
-    expect(page.get_by_role("table", name="Approvals")).to_contain_text("v2")
+    # integers for double features are served; a wrong number of features is the
+    # client's 422 naming it, never the version's error
+    whole = dict.fromkeys(FEATURES, 3)
+    counted = day.served()
+    assert day.call("POST", "/predict", json={"model": "churn", "inputs": [whole]}).is_success
+    day.wait_served(counted + 1)
+    short = day.call("POST", "/predict", json={"model": "churn", "inputs": [[1, 2, 3]]})
+    assert short.status_code == 422 and short.json()["errors"][0]["field"] == "inputs[0]"
+    assert day.call("POST", "/predict", json={"model": "churn", "inputs": [whole]}).is_success
+    day.wait_served(counted + 2)
+    assert day.variants()[f"v{first}"]["errors"] == 0
 
-    # Deployments: v2 deployed; its requests are the integration checks' evidence
-    tab.open("deployments?model=churn")
-    deploy = page.get_by_role("form", name="Deploy")
-    deploy.get_by_label("Strategy").select_option("replace")
-    deploy.get_by_label("Version", exact=True).fill("2")
-    deploy.get_by_role("button", name="Deploy").click()
-    routing = page.get_by_role("table", name="Routing table and live statistics")
-    expect(routing).to_contain_text("v2", timeout=120_000)
-    rows, truth = customers(seed=7, count=800)
-    for i in range(40):
-        day.predict(rows[i], f"warm-{i}")
-    tab.open("registry?model=churn")
-    promoted = page.get_by_text("Promoted v2 to production.")
-    deadline = time.monotonic() + 300
-    sent = 40
-    while True:
-        promote_to(2, "production")
-        refusal = page.get_by_role("alert").filter(has_text="gates_failed")
-        expect(promoted.or_(refusal)).to_be_visible(timeout=120_000)
-        if promoted.is_visible():
-            break
-        assert time.monotonic() < deadline, page.get_by_role("alert").inner_text()
-        for i in range(sent, sent + 40):
-            day.predict(rows[i], f"warm-{i}")
-        sent += 40
-    expect(page.get_by_role("table", name="Gates of this promotion")).to_contain_text("passed")
-    expect(page.get_by_role("list", name="Audit timeline")).to_contain_text("promot")
+    # Tuning from the page: its trials as a table and a chart; the best trial staged under
+    # the default policy (evaluation metrics compared, bookkeeping ones not)
+    tuned = tab.submit_job("churn_tune")
+    expect(page.get_by_role("table", name="Trials").get_by_role("row")).to_have_count(7)
+    expect(page.get_by_role("img", name="Trials: val_loss")).to_be_visible()
+    checks = tab.promote(tuned, "staging")
+    assert checks["metrics_baseline"].startswith("passed"), checks
+    inputs = day.gate_inputs(tuned, "metrics_baseline")
+    assert set(inputs["evaluation_metrics"]) == {"val_loss", "val_accuracy"}, inputs
+    assert day.aliases() == {"production": first, "staging": tuned}
 
-    # A/B from the page (v1, the command line's, staged by the test); traffic and label
-    # feedback from the test; the verdict's interval changes with the evidence
-    day.ok("POST", "/models/churn/promote", json={"version": 1, "to": "staging"})
-    tab.open("deployments?model=churn")
-    deploy = page.get_by_role("form", name="Deploy")
-    deploy.get_by_label("Strategy").select_option("ab")
-    deploy.get_by_label("A/B variants").fill("2:50, 1:50")
-    deploy.get_by_role("button", name="Deploy").click()
+    # A/B from the page; traffic and label feedback from the test, until the verdict is
+    # significant; its interval changes with the evidence
+    tab.deploy(strategy="ab", variants=f"{first}:50, {tuned}:50")
     verdicts = page.get_by_role("table", name="A/B verdicts")
-    expect(verdicts).to_be_visible(timeout=120_000)
+    interval = verdicts.get_by_role("row").nth(1).get_by_role("cell").nth(4)
+    status = verdicts.get_by_role("row").nth(1).get_by_role("cell").nth(2)
+    right: dict[str, list[bool]] = {}
     intervals: list[str] = []
-    start = 300
-    for _ in range(2):
-        before = day.served()
+    for start in range(sent, len(rows), 200):
+        counted = day.served()
         items = []
-        for i in range(start, start + 250):
+        for i in range(start, start + 200):
             answer = day.predict(rows[i], f"customer-{i}")
+            right.setdefault(answer["variant"], []).append(
+                top_class(answer["predictions"][0]) == truth[i]
+            )
             items.append({"request_id": answer["request_id"], "label": truth[i]})
-        wait_for(
-            lambda before=before: day.served() >= before + 250,
-            timeout_s=60,
-            what="the requests counted",
-        )
+        day.wait_served(counted + 200)  # the references reached the traffic actor
         day.ok("POST", "/feedback", json={"items": items})
-        start += 250
-        cell = verdicts.get_by_role("row").nth(1).get_by_role("cell").nth(4)
-        expect(cell).to_have_text(re.compile(r"^\[.+\]$"), timeout=60_000)
-        if intervals:
-            expect(cell).not_to_have_text(intervals[-1], timeout=60_000)
-        intervals.append(cell.inner_text())
-    assert intervals[0] != intervals[1], intervals
-    chart = page.get_by_role("img", name="A/B effect with its confidence interval")
-    expect(chart).to_be_visible()
+        verdict = day.verdict()
+        expect(status).to_have_text(verdict["status"], timeout=30_000)
+        if verdict["confidence_interval"]:
+            expect(interval).to_have_text(re.compile(r"^\[.+\]$"))
+            if intervals:
+                expect(interval).not_to_have_text(intervals[-1], timeout=30_000)
+            intervals.append(interval.inner_text())
+        if verdict["status"] == "winner" and len(intervals) >= 2:
+            break
+    assert verdict["status"] == "winner" and verdict["winner"] == f"v{tuned}", verdict
+    assert len(set(intervals)) >= 2, intervals
+    expect(page.get_by_role("img", name="A/B effect with its confidence interval")).to_be_visible()
+    quality = {n: v["quality"] for n, v in day.variants().items() if n in right}
+    for name, flags in right.items():  # each arm's true accuracy on these labels
+        assert quality[name] == pytest.approx(np.mean(flags)), (name, quality)
+
+    # through every gate to production; the first version drains and is archived
+    tab.approve(tuned)
+    checks = tab.promote(tuned, "production")
+    assert all(result.startswith("passed") for result in checks.values()), checks
+    assert day.aliases() == {"production": tuned}
+    weights = {name: v["weight"] for name, v in day.variants().items()}
+    assert weights[f"v{tuned}"] == 100 and weights[f"v{first}"] == 0
+    wait_for(
+        lambda: day.stages()[first] == "archived",
+        timeout_s=60,
+        what="the first version archived once drained",
+    )
+    assert day.stages() == {1: "development", first: "archived", tuned: "production"}
+    assert day.ok("GET", "/models/churn", Role.VIEWER)["policy_source"] == "default"
+    tab.open("registry?model=churn")
+    expect(page.get_by_role("list", name="Audit timeline")).to_contain_text("stage_changed")
 
     # Monitoring: shifted traffic, a drift alert with its histograms
     day.ok(
@@ -364,14 +486,13 @@ def test_an_engineers_day_in_the_workbench(
         ):
             page.get_by_role("button", name="Evaluate drift now").click()
     expect(open_alerts).to_contain_text("open")
-    histograms = page.get_by_role("img", name="reference against current")
-    expect(histograms.first).to_be_visible()
+    expect(page.get_by_role("img", name="reference against current").first).to_be_visible()
 
     # every page: no serious or critical accessibility violation; a screenshot of each
     routes = {
         "overview": "overview",
         "features": "features",
-        "training": f"training?job={job_id}",
+        "training": f"training?job={tab.jobs[tuned]}",
         "experiments": "experiments",
         "registry": "registry?model=churn",
         "deployments": "deployments?model=churn",

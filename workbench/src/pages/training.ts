@@ -88,9 +88,10 @@ export function training(session: Session, params: URLSearchParams): Page {
     if (job.kind !== "tune" || !found) return null;
     const [, experimentId, parent] = found;
     const page: Schemas["Page_RunPublic_"] = await get(
-      `/experiments/${enc(experimentId)}/runs${q({ filter: `tags.mlflow.parentRunId = '${parent}'`, page_size: 100 })}`,
+      `/experiments/${enc(experimentId)}/runs${q({ filter: `tags.\`mlflow.parentRunId\` = '${parent}'`, page_size: 100 })}`,
     );
-    const metric = Object.keys(page.items[0]?.metrics ?? {}).sort()[0];
+    const keys = Object.keys(page.items[0]?.metrics ?? {}).sort();
+    const metric = keys.includes("val_loss") ? "val_loss" : keys[0];
     return h(
       "div",
       {},
@@ -114,7 +115,7 @@ export function training(session: Session, params: URLSearchParams): Page {
     const job = await get<Job>(`/training/${enc(jobId)}`);
     if (!logStarted) {
       logStarted = true;
-      const log = h("pre", { class: "log", tabindex: "0", "aria-label": `Log of ${jobId}` });
+      const log = h("pre", { class: "log", tabindex: "0", role: "log", "aria-label": `Log of ${jobId}` });
       fill(detail, 
         h("h3", {}, `Job ${jobId}`),
         h("div", { class: "job-status" }),
