@@ -123,7 +123,11 @@ export function training(session: Session, params: URLSearchParams): Page {
         h("h4", {}, "Log"),
         log,
       );
-      void streamLog(jobId, log).catch(() => undefined);
+      if (ENDED.has(job.state)) {
+        void get<string>(`/training/${enc(jobId)}/logs`).then((text) => (log.textContent = text), () => undefined);
+      } else {
+        void streamLog(jobId, log).catch(() => undefined);  // until the job ends
+      }
     }
     const status = detail.querySelector(".job-status") as HTMLElement;
     fill(status, 
