@@ -22,7 +22,7 @@ import ray
 from mlflow.entities import Metric
 
 from app.core.lifecycle import ModelStage
-from app.jobs.context import JobContext, fail_run, now_ms, quiet_data
+from app.jobs.context import JobContext, configure_data, fail_run, now_ms
 from app.jobs.spec import BatchPredictSpec
 from app.jobs.tabular import location
 from app.logs import configure_logging
@@ -58,18 +58,39 @@ class BatchModel:
         self._jsonable = to_jsonable
 
     def __call__(self, batch: Any) -> Any:
-        import pandas as pd
+        import pyarrow as pa
 
         columns = self._features or [c for c in batch.columns if c != self._id_column]
         inputs = batch[columns]
         model_input = inputs.to_numpy(dtype="float32") if self._tensor else inputs
-        predictions = self._jsonable(self._model.predict(model_input))
-        out = pd.DataFrame({"prediction": predictions})
+        out = {"prediction": self._arrow(self._model.predict(model_input))}
         if self._id_column:
-            out.insert(0, self._id_column, batch[self._id_column].to_numpy())
+            out = {self._id_column: pa.array(batch[self._id_column].to_numpy()), **out}
+        rows = len(batch)
         for name, value in self._labels.items():
-            out[name] = value
-        return out
+            out[name] = pa.repeat(value, rows)
+        return pa.table(out)
+
+    def _arrow(self, output: Any) -> Any:
+        """The model's output as one Arrow column, built from its arrays (no Python object
+        per row): a value per row, or a struct per row for a frame of several columns
+        (class probabilities: {"0": p0, "1": p1}, as `/predict` answers them)."""
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+
+        if isinstance(output, pd.DataFrame):
+            if output.shape[1] == 1:
+                return self._arrow(output.iloc[:, 0])
+            return pa.StructArray.from_arrays(
+                [pa.array(output[c].to_numpy()) for c in output.columns],
+                names=[str(c) for c in output.columns],
+            )
+        if isinstance(output, pd.Series):
+            output = output.to_numpy()
+        if isinstance(output, np.ndarray) and output.ndim == 1 and output.dtype != object:
+            return pa.array(output)
+        return pa.array(self._jsonable(output))  # anything else, as JSON would carry it
 
 
 @dataclass(frozen=True)
@@ -109,6 +130,16 @@ def predict_dataset(
     )
 
 
+def read_input(path: str, filesystem: Any) -> Any:
+    """The input parquet file or directory as a dataset."""
+    return ray.data.read_parquet(path, filesystem=filesystem, ray_remote_args={"num_cpus": IO_CPUS})
+
+
+def write_output(predictions: Any, path: str, filesystem: Any) -> None:
+    """Write the predictions as parquet files under `path`."""
+    predictions.write_parquet(path, filesystem=filesystem, ray_remote_args={"num_cpus": IO_CPUS})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m app.jobs.batch_predict", description=__doc__)
@@ -123,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         yaml.safe_load(Path(args.config).read_text()) if args.config else json.loads(args.spec_json)
     )
     spec = BatchPredictSpec.model_validate({"kind": "batch_predict", **raw})
-    quiet_data()
+    configure_data()
     ray.init(logging_level=logging.WARNING)
     context = JobContext.discover()
     run_id = _start_run(context, spec)
@@ -147,9 +178,7 @@ def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
     began = time.perf_counter()
     in_fs, in_path = context.storage.locate(source)
     out_fs, out_path = context.storage.locate(target)
-    dataset = ray.data.read_parquet(
-        in_path, filesystem=in_fs, ray_remote_args={"num_cpus": IO_CPUS}
-    )
+    dataset = read_input(in_path, in_fs)
     rows = dataset.count()
     client.set_tag(run_id, "mlservice.total", str(rows))
     labels = {"model": spec.model, "model_version": version, "input_digest": digest}
@@ -157,7 +186,9 @@ def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
         dataset,
         BatchModelArgs(
             context.tracking_uri,
-            f"models:/{spec.model}/{version}",
+            # the version's artifacts themselves: replicas load them without a round
+            # trip to the registry's database each
+            client.get_model_version_download_uri(spec.model, str(version)),
             spec.features,
             spec.id_column,
             labels,
@@ -167,7 +198,7 @@ def predict(spec: BatchPredictSpec, context: JobContext, run_id: str) -> None:
         cpus_per_replica=spec.cpus_per_replica,
         resources=dict(context.environment.placement.batch_workers),
     )
-    predictions.write_parquet(out_path, filesystem=out_fs, ray_remote_args={"num_cpus": IO_CPUS})
+    write_output(predictions, out_path, out_fs)
     written = ray.data.read_parquet(out_path, filesystem=out_fs).count()
     seconds = time.perf_counter() - began
     manifest = {

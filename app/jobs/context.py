@@ -269,13 +269,18 @@ def submission_id() -> str:
     return str(found) if found else f"local-{uuid.uuid4().hex[:8]}"
 
 
-def quiet_data() -> None:
-    """Turn off Ray Data's progress bars in this process: in a job's log they bury the
-    lines that explain what happened."""
+def configure_data() -> None:
+    """Ray Data for a job in this process: no progress bars (in a job's log they bury the
+    lines that explain what happened), and parquet read by the V1 datasource. The V2
+    reader (Ray 2.60's default) starts footer-reader actors for every read, about 5 s of
+    process start-up per read on 2 cores, and hands a one-file input over as one block,
+    which leaves all but one model replica idle (profiled with benchmarks/training.py)."""
     from ray.data import DataContext
 
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
-    DataContext.get_current().enable_progress_bars = False
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.use_datasource_v2 = False
 
 
 def code_version() -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from app.jobs.context import JobContext, fail_run, quiet_data
+from app.jobs.context import JobContext, configure_data, fail_run
 from app.jobs.spec import ScalingSpec, TrainingSpec
 from app.jobs.tabular import TabularData, load
 from app.logs import configure_logging
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config
         else TrainingSpec.model_validate(json.loads(args.spec_json))
     )
-    quiet_data()
+    configure_data()
     ray.init(logging_level=logging.WARNING)
     context = JobContext.discover()
     kind = "tune" if spec.tune else "train"
