@@ -88,9 +88,10 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
 
 
 class Split:
-    """A worker's shard of one split as standardised (x, y) batches. The first pass reads
-    the shard from Ray Data in whole blocks into two tensors; every later pass slices
-    those. A shard over `MAX_CACHED_BYTES` is streamed from Ray Data on every pass."""
+    """A worker's shard of one split as standardised (x, y) batches. Made before the first
+    epoch, it reads the shard from Ray Data in whole blocks into two tensors, and every
+    epoch slices those; a shard over `MAX_CACHED_BYTES` is streamed from Ray Data on
+    every pass instead."""
 
     def __init__(
         self, split: str, features: list[str], target: str, config: dict[str, Any]
