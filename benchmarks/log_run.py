@@ -34,6 +34,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 
 from app.core.access import Role  # noqa: E402
+from benchmarks import report  # noqa: E402
 from testkit.auth import Tokens  # noqa: E402
 from testkit.service import Service  # noqa: E402
 
@@ -78,6 +79,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
 
+    print(report.header("ray", "mlflow", "fastapi", "httpx"), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-log-run-"))
     tokens = Tokens()
     service = Service(workdir)
@@ -153,7 +155,8 @@ def run(service: Service, tokens: Tokens, args: argparse.Namespace) -> int:
     svc, base = med["service"], med["baseline"]
     latency = f"p50 {svc['p50'] / base['p50']:.2f}x   p95 {svc['p95'] / base['p95']:.2f}x"
     print(f"  latency ratio service/baseline:    {latency}")
-    print(f"  throughput ratio service/baseline: {svc['rps'] / base['rps']:.2f}x")
+    report.at_most("p50 service / MlflowClient", svc["p50"] / base["p50"], 1.3)
+    report.at_least("throughput service / MlflowClient", svc["rps"] / base["rps"], 0.8)
     return 0
 
 

@@ -115,7 +115,8 @@ def start_ml_app(
             "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
             # the ingress scripts/serve ships: Serve's HAProxy in front of the replicas
             "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
-            **haproxy_state_environ(workdir / "haproxy"),
+            # a short path: HAProxy's admin socket goes in <dir>/<node id>/admin.sock
+            **haproxy_state_environ(Path(tempfile.mkdtemp(prefix="hap-", dir="/tmp"))),
             **haproxy_side_ports(),
         }
     )

@@ -32,13 +32,30 @@ def haproxy_environ(state_dir: Path) -> dict[str, str]:
     }
 
 
+# HAProxy refuses an admin socket path longer than 97 bytes, and Serve puts its files in a
+# directory named after the node's id (56 hex digits) inside the one configured.
+_SOCKET_PATH_MAX = 97
+_NODE_ID_DIR = 57
+
+
 def haproxy_state_environ(state_dir: Path) -> dict[str, str]:
     """Serve's HAProxy files in `state_dir` (made here) instead of the host-wide
-    /tmp/haproxy-serve."""
+    /tmp/haproxy-serve.
+
+    Raises:
+        ValueError: `state_dir` is too long a path for HAProxy's admin socket (Serve adds
+            the node's id to it): pick a short one such as a `mkdtemp(dir="/tmp")`.
+    """
+    socket = state_dir / "admin.sock"
+    if len(str(socket)) + _NODE_ID_DIR > _SOCKET_PATH_MAX:
+        raise ValueError(
+            f"{state_dir} is too long for HAProxy's admin socket: at most "
+            f"{_SOCKET_PATH_MAX - _NODE_ID_DIR - len('/admin.sock')} characters"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(socket),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
     }
