@@ -49,17 +49,15 @@ class AppArgs(BaseModel):
     )
 
 
-def _settings(args: AppArgs, *, announce: bool) -> Settings:
-    return prepare(load_settings(args.config_dir, args.env), announce=announce)
+def _settings(args: AppArgs, *, announce: bool, features: bool = True) -> Settings:
+    return prepare(load_settings(args.config_dir, args.env), announce=announce, features=features)
 
 
 def build_ml_app(args: AppArgs) -> Application:
     """The `ml` application: the API ingress and the model servers, with the registry,
     traffic and monitor actors behind them."""
     settings = _settings(args, announce=True)
-    registry = registry_actor(settings)
-    traffic = traffic_actor(settings, registry)
-    monitor = monitor_actor(settings, registry) if settings.monitoring.enabled else None
+    registry, traffic, monitor = state_actors(settings)
     server = model_server(settings).bind(
         settings.mlflow.tracking_uri, settings.serving.model_load_timeout_s, settings.log_level
     )
@@ -71,7 +69,7 @@ def build_ml_app(args: AppArgs) -> Application:
 
 def build_mlflow_app(args: AppArgs) -> Application:
     """The `mlflow` application: MLflow's tracking server and UI, behind the service's tokens."""
-    settings = _settings(args, announce=False)
+    settings = _settings(args, announce=False, features=False)
     deployment = serve.deployment(name="MlflowServer")(serve.ingress()(MlflowServer))
     return deployment.bind(settings.mlflow, settings.auth, settings.state, settings.log_level)
 
@@ -152,19 +150,33 @@ class MonitorActor(Monitor):
         return self._fingerprint
 
 
+def state_actors(settings: Settings) -> tuple[Any, Any, Any | None]:
+    """The registry, traffic and monitor actors (the monitor when monitoring is enabled),
+    started together: each is a new process that imports the service for seconds, and
+    the traffic and monitor actors need only the registry's handle, not its answer. One
+    that runs stale (other settings, or a replaced registry) is replaced (`settle_actor`)."""
+    names = (
+        settings.registry.actor_name,
+        settings.serving.traffic_actor_name,
+        settings.monitoring.actor_name,
+    )
+    registry = launch_actor(RegistryActor, names[0], settings)
+    traffic = launch_actor(TrafficActor, names[1], settings, registry)
+    monitor = (
+        launch_actor(MonitorActor, names[2], settings, registry)
+        if settings.monitoring.enabled
+        else None
+    )
+    registry = settle_actor(registry, RegistryActor, names[0], settings)
+    traffic = settle_actor(traffic, TrafficActor, names[1], settings, registry)
+    if monitor is not None:
+        monitor = settle_actor(monitor, MonitorActor, names[2], settings, registry)
+    return registry, traffic, monitor
+
+
 def registry_actor(settings: Settings) -> Any:
     """The registry actor (see `detached_actor`)."""
     return detached_actor(RegistryActor, settings.registry.actor_name, settings)
-
-
-def traffic_actor(settings: Settings, registry: Any) -> Any:
-    """The traffic actor (see `detached_actor`), talking to `registry`."""
-    return detached_actor(TrafficActor, settings.serving.traffic_actor_name, settings, registry)
-
-
-def monitor_actor(settings: Settings, registry: Any) -> Any:
-    """The monitor actor (see `detached_actor`), talking to `registry`."""
-    return detached_actor(MonitorActor, settings.monitoring.actor_name, settings, registry)
 
 
 def fingerprint(settings: Settings, *peers: Any) -> str:
@@ -178,7 +190,35 @@ def detached_actor(cls: type, name: str, settings: Settings, *peers: Any) -> Any
     restarted by Ray when it dies (its state is in the database; Ray gives the restarted
     actor the same settings and peer handles). One running with other settings or peers
     is replaced. Returns once the actor answers."""
-    options = {
+    return settle_actor(launch_actor(cls, name, settings, *peers), cls, name, settings, *peers)
+
+
+def launch_actor(cls: type, name: str, settings: Settings, *peers: Any) -> Any:
+    """The handle of the named, detached actor (see `detached_actor`), running or asked
+    for, without waiting for it: `settle_actor` waits and replaces a stale one."""
+    remote_class: Any = ray.remote(cls)
+    return remote_class.options(**_actor_options(name, settings)).remote(settings, *peers)
+
+
+def settle_actor(handle: Any, cls: type, name: str, settings: Settings, *peers: Any) -> Any:
+    """`handle` once its actor answers, or a new actor in its place when it runs with
+    other settings or peers than these (or died starting, e.g. holding a peer that was
+    replaced meanwhile)."""
+    try:
+        running = ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
+    except ray.exceptions.RayActorError:
+        running = None
+    if running != fingerprint(settings, *peers):
+        ray.kill(handle, no_restart=True)
+        _wait_until_gone(name, settings.registry.namespace)
+        remote_class: Any = ray.remote(cls)
+        handle = remote_class.options(**_actor_options(name, settings)).remote(settings, *peers)
+    ray.get(handle.ping.remote(), timeout=_ACTOR_START_S)  # up, its background work started
+    return handle
+
+
+def _actor_options(name: str, settings: Settings) -> dict[str, Any]:
+    return {
         "name": name,
         "namespace": settings.registry.namespace,
         "lifetime": "detached",
@@ -189,15 +229,6 @@ def detached_actor(cls: type, name: str, settings: Settings, *peers: Any) -> Any
         # on a cluster, where the configuration says (by a node group's resource)
         "resources": dict(settings.placement.state_actors),
     }
-    remote_class: Any = ray.remote(cls)
-    handle = remote_class.options(**options).remote(settings, *peers)
-    running = ray.get(handle.settings_fingerprint.remote(), timeout=_ACTOR_START_S)
-    if running != fingerprint(settings, *peers):
-        ray.kill(handle, no_restart=True)
-        _wait_until_gone(name, settings.registry.namespace)
-        handle = remote_class.options(**options).remote(settings, *peers)
-    ray.get(handle.ping.remote(), timeout=_ACTOR_START_S)  # up, its background work started
-    return handle
 
 
 def _wait_until_gone(name: str, namespace: str) -> None:

@@ -27,7 +27,7 @@ from deployments.composition import feature_store
 log = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings, *, announce: bool = False) -> Settings:
+def prepare(settings: Settings, *, announce: bool = False, features: bool = True) -> Settings:
     """Prepare the stores and credentials.
 
     The bootstrap admin token's fate: it exists while the service has no other callers
@@ -38,6 +38,8 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
     Args:
         settings: resolved settings.
         announce: print where the bootstrap admin token is (once per start).
+        features: apply the Feast feature repository (the `ml` application's builder
+            does; MLflow's does not need it, and importing Feast takes seconds).
 
     Raises:
         SettingsError: no token is configured and bootstrapping one is disabled.
@@ -46,7 +48,7 @@ def prepare(settings: Settings, *, announce: bool = False) -> Settings:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with exclusive(data_dir / ".prepare.lock"):
         prepare_mlflow_store(settings.mlflow.tracking_uri, settings.mlflow.artifact_root)
-        if settings.features.enabled:
+        if features and settings.features.enabled:
             feature_store(settings).start(demo_data=settings.features.demo_data)
         store = SqlTokenStore(settings.state.database_url)
         if settings.auth.tokens or settings.auth.oidc is not None:
