@@ -106,7 +106,7 @@ class Service:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(2)
+            time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"service not ready after {timeout_s}s:\n{self.log()[-5000:]}")
 

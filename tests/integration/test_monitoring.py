@@ -84,7 +84,7 @@ class Service:
             job = self.call("GET", f"/training/{job_id}", Role.VIEWER)
             if job["state"] in ("succeeded", "failed", "stopped"):
                 return dict(job)
-            time.sleep(2)
+            time.sleep(0.5)
         raise AssertionError(f"job {job_id} did not end")
 
     def traffic(self, frame: pd.DataFrame) -> None:

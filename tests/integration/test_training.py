@@ -59,7 +59,7 @@ class Service:
             job = self.job(job_id)
             if job["state"] in ("succeeded", "failed", "stopped"):
                 return job
-            time.sleep(2)
+            time.sleep(0.5)
         raise AssertionError(f"job {job_id} did not end: {self.job(job_id)}")
 
     def logs(self, job_id: str) -> str:
