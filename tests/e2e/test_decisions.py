@@ -109,8 +109,15 @@ def test_canaries_complete_when_healthy_and_roll_back_on_each_regression(
     slower = canary_run(harness, "canary", base, slow, rng)
     assert (slower.phase, "slower" in slower.reason) == ("rolled_back", True), slower
 
+    # Labels join their predictions a moment after the answers (flushes, the traffic
+    # actor's tick), and a quality test short of its minimum outcomes does not hold a step:
+    # with a 1 s bake time a busy machine could end both steps before the labels came in
+    # and complete the rollout. A 5 s bake gives the labels that time, as a production
+    # bake time (60 s by default) does.
     worse = harness.version("canary", weights=(-0.4, 0.9, 0.1, 0.2))
-    quality = canary_run(harness, "canary", base, worse, rng, accuracy={base: 0.95, worse: 0.3})
+    quality = canary_run(
+        harness, "canary", base, worse, rng, accuracy={base: 0.95, worse: 0.3}, bake_time_s=5.0
+    )
     assert (quality.phase, "quality" in quality.reason) == ("rolled_back", True), quality
 
 
