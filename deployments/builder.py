@@ -211,8 +211,7 @@ def settle_actor(handle: Any, cls: type, name: str, settings: Settings, *peers: 
     if running != fingerprint(settings, *peers):
         ray.kill(handle, no_restart=True)
         _wait_until_gone(name, settings.registry.namespace)
-        remote_class: Any = ray.remote(cls)
-        handle = remote_class.options(**_actor_options(name, settings)).remote(settings, *peers)
+        handle = launch_actor(cls, name, settings, *peers)
     ray.get(handle.ping.remote(), timeout=_ACTOR_START_S)  # up, its background work started
     return handle
 

@@ -25,6 +25,7 @@ from app.core.monitoring import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from app.samples import churn
 from testkit.auth import Tokens
 from testkit.service import free_port
+from testkit.waiting import wait_for
 from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,13 +80,11 @@ class Service:
         return response.json() if "json" in response.headers.get("content-type", "") else response
 
     def wait_job(self, job_id: str, seconds: float = 420) -> dict[str, Any]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        def ended() -> dict[str, Any]:  # empty (falsy) until it ended
             job = self.call("GET", f"/training/{job_id}", Role.VIEWER)
-            if job["state"] in ("succeeded", "failed", "stopped"):
-                return dict(job)
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} did not end")
+            return dict(job) if job["state"] in ("succeeded", "failed", "stopped") else {}
+
+        return wait_for(ended, f"job {job_id} to end", timeout_s=seconds, poll_s=0.5)
 
     def traffic(self, frame: pd.DataFrame) -> None:
         """Send `frame`'s feature rows to /predict, ROWS_PER_REQUEST at a time."""

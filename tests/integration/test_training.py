@@ -26,6 +26,7 @@ from app.samples import churn
 from app.settings import Settings
 from testkit.auth import Tokens
 from testkit.settings import CONFIGS
+from testkit.waiting import wait_for
 from tests.integration.ml_app import running_ml_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,13 +55,11 @@ class Service:
         return dict(response.json())
 
     def wait(self, job_id: str, seconds: float = 420) -> dict[str, Any]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        def ended() -> dict[str, Any]:  # empty (falsy) until it ended
             job = self.job(job_id)
-            if job["state"] in ("succeeded", "failed", "stopped"):
-                return job
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} did not end: {self.job(job_id)}")
+            return job if job["state"] in ("succeeded", "failed", "stopped") else {}
+
+        return wait_for(ended, f"job {job_id} to end", timeout_s=seconds, poll_s=0.5)
 
     def logs(self, job_id: str) -> str:
         return self.http.get(
