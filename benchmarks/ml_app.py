@@ -92,16 +92,16 @@ def start_ml_app(
     prefix: str, environ: dict[str, str] | None = None, profile: str = "embedded"
 ) -> RunningApp:
     """Start Ray (4 logical CPUs) and Serve on a free port, then the `ml` application as
-    `serve_config.yaml`'s builder makes it, on a temporary data directory, with `environ`
-    (the stores' settings) on top. The variables are set in this process before Ray
-    starts, so the cluster's workers inherit them."""
+    `serve_config.yaml`'s builder makes it, with the file's deployment options, on a
+    temporary data directory, with `environ` (the stores' settings) on top. The variables
+    are set in this process before Ray starts, so the cluster's workers inherit them."""
     import ray
     from ray import serve
 
     from app.settings import load_settings
     from deployments.builder import AppArgs, build_ml_app
     from testkit.auth import Tokens
-    from testkit.ingress import haproxy_state_environ
+    from testkit.ingress import haproxy_state_environ, with_shipped_options
     from testkit.service import free_port, haproxy_side_ports, wait_routed
     from testkit.settings import CONFIGS
 
@@ -132,7 +132,8 @@ def start_ml_app(
         http_options={"host": "127.0.0.1", "port": port},
         logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
-    serve.run(build_ml_app(AppArgs(config_dir=str(CONFIGS))), name="ml", route_prefix="/")
+    app = with_shipped_options(build_ml_app(AppArgs(config_dir=str(CONFIGS))), "ml")
+    serve.run(app, name="ml", route_prefix="/")
     wait_routed(f"http://127.0.0.1:{port}")
     settings = load_settings(CONFIGS)  # the layer of ML_ENV, as the builder's
     return RunningApp(f"http://127.0.0.1:{port}", workdir, tokens, settings, profile)

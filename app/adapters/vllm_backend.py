@@ -87,6 +87,10 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
     env_vars = {
         "PYTHONPATH": str(_PROJECT_ROOT),
         "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib),
+        # Serve's throughput mode in this replica (Ray's advice for Ray Serve LLM): its
+        # async methods run on the replica's own event loop, no thread hop per streamed
+        # chunk. The ingress has its own part of it (serve_config.yaml).
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     }
     eager = config.device == "cpu" if config.enforce_eager is None else config.enforce_eager
     engine: dict[str, Any] = {"enforce_eager": eager, "dtype": engine_dtype(config)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -79,10 +80,17 @@ def test_the_apps_run_as_serve_config_yaml_deploys_them_behind_haproxy(
         for name, wanted in shipped_options(app_name).items():
             config = deployments[name]["deployment_config"]
             for key, value in wanted.items():
-                if isinstance(value, dict):  # autoscaling_config, ray_actor_options
-                    assert {k: config[key][k] for k in value} == value, (name, key)
-                else:
-                    assert config[key] == value, (name, key, config[key])
+                assert _holds(config[key], value), (name, key, config[key])
+
+
+def _holds(running: Any, wanted: Any) -> bool:
+    """`running` has `wanted`: equal, or for a dict (autoscaling_config, ray_actor_options
+    and its runtime_env, which Serve merges with the job's) every wanted key, recursively."""
+    if isinstance(wanted, dict):
+        return isinstance(running, dict) and all(
+            k in running and _holds(running[k], v) for k, v in wanted.items()
+        )
+    return bool(running == wanted)
 
 
 def test_errors_cross_a_serve_handle(served: tuple[str, Tokens]) -> None:

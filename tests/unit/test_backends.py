@@ -127,6 +127,7 @@ def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> No
     assert runtime["py_executable"] == "/x/.venv-llm/bin/python"
     assert runtime["env_vars"]["PYTHONPATH"] == str(PROJECT_ROOT)
     assert runtime["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert runtime["env_vars"]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert config["deployment_config"]["autoscaling_config"] == {
         "min_replicas": 1,
         "max_replicas": 1,
