@@ -101,8 +101,8 @@ def start_ml_app(
     from app.settings import load_settings
     from deployments.builder import AppArgs, build_ml_app
     from testkit.auth import Tokens
-    from testkit.ingress import haproxy_state_environ, with_shipped_options
-    from testkit.service import free_port, haproxy_side_ports, wait_routed
+    from testkit.ingress import PROXY_READY_ENVIRON, haproxy_state_environ, with_shipped_options
+    from testkit.service import free_port, haproxy_side_ports, start_serve, wait_routed
     from testkit.settings import CONFIGS
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
@@ -115,6 +115,7 @@ def start_ml_app(
             "ML_AUTH__TOKENS": json.dumps(tokens.entries()),
             # the ingress scripts/serve ships: Serve's HAProxy in front of the replicas
             "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+            **PROXY_READY_ENVIRON,
             # a short path: HAProxy's admin socket goes in <dir>/<node id>/admin.sock
             **haproxy_state_environ(Path(tempfile.mkdtemp(prefix="hap-", dir="/tmp"))),
             **haproxy_side_ports(),
@@ -128,10 +129,7 @@ def start_ml_app(
         _temp_dir=tempfile.mkdtemp(prefix="ray-bench-", dir="/tmp"),
     )
     port = free_port()
-    serve.start(
-        http_options={"host": "127.0.0.1", "port": port},
-        logging_config={"log_level": "WARNING", "enable_access_log": False},
-    )
+    start_serve(port, logging_config={"log_level": "WARNING", "enable_access_log": False})
     app = with_shipped_options(build_ml_app(AppArgs(config_dir=str(CONFIGS))), "ml")
     serve.run(app, name="ml", route_prefix="/")
     wait_routed(f"http://127.0.0.1:{port}")

@@ -14,6 +14,16 @@ from typing import Any
 from ray import serve
 from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
 
+ACCEPTED = {"object": "ml-service.accepted"}
+"""The first item of every `openai` stream: this replica took the request (the ingress
+bounds the wait for it, not the generation; `app.adapters.vllm_backend.ACCEPTED`)."""
+
+FAILURE = "ml-service.engine-failure"
+"""The message's prefix of the `RuntimeError` a failed generation is raised as
+(`app.adapters.vllm_backend.FAILURE`): vLLM's and Ray Serve LLM's exception types do not
+load in the service's environment, where Ray would hand over an `UnserializableException`
+that names nothing."""
+
 
 class ServiceLLMServer(LLMServer):
     """Ray Serve LLM's vLLM server, with one JSON-in, JSON-out streaming method."""
@@ -21,8 +31,9 @@ class ServiceLLMServer(LLMServer):
     async def openai(self, kind: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """Answer an OpenAI request (`kind`: chat or completions) given as its JSON body.
 
-        Yields, when streaming, the server-sent-event strings (`data: {...}\\n\\n`);
-        otherwise one JSON object: the whole response, or `{"error": {...}}`.
+        Yields `ACCEPTED` first, then, when streaming, the server-sent-event strings
+        (`data: {...}\\n\\n`); otherwise one JSON object: the whole response, or
+        `{"error": {...}}`.
         """
         from ray.llm._internal.serve.core.configs.openai_api_models import (
             ChatCompletionRequest,
@@ -30,6 +41,7 @@ class ServiceLLMServer(LLMServer):
             ErrorResponse,
         )
 
+        yield ACCEPTED
         request_type = ChatCompletionRequest if kind == "chat" else CompletionRequest
         try:
             request = request_type.model_validate(body)
@@ -37,14 +49,17 @@ class ServiceLLMServer(LLMServer):
             yield {"error": {"message": str(exc)[:2000], "type": "BadRequestError", "code": 400}}
             return
         method = self.chat if kind == "chat" else self.completions
-        async for item in await method(request):
-            for part in item if isinstance(item, list) else [item]:
-                if isinstance(part, str):
-                    yield part
-                elif isinstance(part, ErrorResponse):
-                    yield {"error": part.error.model_dump()}
-                else:
-                    yield part.model_dump(mode="json")
+        try:
+            async for item in await method(request):
+                for part in item if isinstance(item, list) else [item]:
+                    if isinstance(part, str):
+                        yield part
+                    elif isinstance(part, ErrorResponse):
+                        yield {"error": part.error.model_dump()}
+                    else:
+                        yield part.model_dump(mode="json")
+        except Exception as exc:  # a type that loads anywhere, named in its message
+            raise RuntimeError(f"{FAILURE} {type(exc).__name__}: {exc}"[:4000]) from None
 
 
 def launch(app_name: str, config: dict[str, Any]) -> str:

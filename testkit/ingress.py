@@ -14,6 +14,12 @@ from testkit.service import haproxy_side_ports
 ROOT = Path(__file__).resolve().parents[1]
 
 
+PROXY_READY_ENVIRON = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+"""Serve's controller gives a new proxy actor 5 s to be ready (then 10, 15, ...) and kills it
+after three misses; on a loaded 2-core machine one takes 14-16 s to start, so it was
+killed and started again, and `serve.start` failed. `scripts/serve` sets the same."""
+
+
 def haproxy_environ(state_dir: Path) -> dict[str, str]:
     """What `scripts/serve` exports before Ray starts, so that Serve's proxies are HAProxy
     (Serve's processes read these when they start: set them before `ray.init`). HAProxy's
@@ -25,6 +31,7 @@ def haproxy_environ(state_dir: Path) -> dict[str, str]:
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "65536",
+        **PROXY_READY_ENVIRON,
         "ML_HAPROXY_REAL_BINARY": str(get_haproxy_binary()),
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(ROOT / "deploy" / "haproxy" / "haproxy"),
         **haproxy_state_environ(state_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -9,12 +10,14 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 
 
 def free_port(low: int = 20000, high: int = 29999) -> int:
@@ -30,6 +33,35 @@ def free_port(low: int = 20000, high: int = 29999) -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def start_serve(port: int, **options: Any) -> None:
+    """`serve.start` on `port` (loopback), where the proxy may take longer than Ray waits.
+
+    `serve.start` gives up after Ray's fixed 60 s (`HTTP_PROXY_TIMEOUT`) when the proxy is
+    not ready, and fails when the controller kills a first proxy that missed its readiness
+    checks (`testkit.ingress.PROXY_READY_ENVIRON` makes that rarer). Both were seen on a
+    loaded 2-core machine. Serve's controller is running then and goes on starting a proxy
+    on `port`, so the start is asked once more: it connects to that controller (with the
+    same options) instead of starting another. The caller then waits for its route
+    (`wait_routed`)."""
+    import ray
+    from ray import serve
+
+    http_options = {"host": "127.0.0.1", "port": port}
+    try:
+        serve.start(http_options=http_options, **options)
+    except (TimeoutError, ray.exceptions.RayActorError) as exc:
+        log.warning("serve.start: %s Connecting to the controller it started.", exc)
+        serve.start(http_options=http_options, **options)
+
+
+def _default_sigint() -> None:
+    """In the child before `scripts/serve` starts: SIGINT back to its default. A suite run
+    as a shell's background job (`cmd &`, `nohup`) starts with SIGINT ignored, its children
+    inherit that, and Python then installs no KeyboardInterrupt handler: `serve run` never
+    saw `stop`'s Ctrl-C and was killed after the 90 s grace (five times per e2e stage)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def haproxy_side_ports() -> dict[str, str]:
@@ -91,6 +123,7 @@ class Service:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, stopped like Ctrl-C would
+            preexec_fn=_default_sigint,
         )
         self._wait_ready(timeout_s)
 

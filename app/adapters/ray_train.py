@@ -5,11 +5,15 @@ rank 0 logs every epoch's metrics to the MLflow run and saves a checkpoint (the 
 the optimiser and the epoch) that Ray Train keeps in the artifact store. After a worker
 failure Ray Train restarts the workers, and the loop resumes from the last checkpoint.
 
-A worker reads its shard through Ray Data once, into standardised tensors, and trains
-every epoch on those (`Split`): Ray Data's per-batch iteration costs more than the
-training step itself for a small network, and paying it every epoch made an epoch 3x
-slower than a plain PyTorch loop (benchmarks/training.py). A shard too large to hold
-(`MAX_CACHED_BYTES`) is streamed from Ray Data every epoch instead.
+A worker reads its shard once, into standardised tensors, and trains every epoch on those
+(`Split`): Ray Data's per-batch iteration costs more than the training step itself for a
+small network, and paying it every epoch made an epoch 3x slower than a plain PyTorch
+loop (benchmarks/training.py). Data the job read in memory reaches the workers as arrow
+tables in the object store, one equal shard per worker (`fit`'s `tables`): no Ray Data
+execution at all, whose split coordinator and executors took about 30 s of every fit's
+start on a busy 2-core machine for 4,000 rows. Larger data comes as Ray Datasets, split
+by Ray Data; a shard too large to hold (`MAX_CACHED_BYTES`) is streamed from Ray Data
+every epoch.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "model.pt"
 MAX_CACHED_BYTES = 2 * 1024**3  # per worker and split; a larger shard is streamed
 SUBMITTED_AT = "_submitted_at"  # config key: when fit() was called (for startup_seconds)
+SHARDS = "_shards"  # config key: {"train": [a ref per rank], "val": ref} of arrow tables
 
 
 def mlp_train_loop(config: dict[str, Any]) -> None:
@@ -96,9 +101,22 @@ class Split:
     def __init__(
         self, split: str, features: list[str], target: str, config: dict[str, Any]
     ) -> None:
-        self.shard = ray.train.get_dataset_shard(split)
         self.features, self.target = features, target
         self.mean, self.std = config["mean"], config["std"]
+        self.shard: Any = None  # Ray Data's iterator, where the data comes that way
+        self.x: torch.Tensor | None
+        self.y: torch.Tensor | None
+        shards = config.get(SHARDS)
+        if shards is not None:  # this rank's arrow table (the whole of `val`)
+            ref = shards[split]
+            if isinstance(ref, list):
+                ref = ref[ray.train.get_context().get_world_rank()]
+            table = ray.get(ref)
+            self.x, self.y = self._tensors(
+                {c: table.column(c).to_numpy() for c in (*features, target)}
+            )
+            return
+        self.shard = ray.train.get_dataset_shard(split)
         self.x, self.y = self._read()
 
     def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -191,19 +209,33 @@ def fit(
     storage: tuple[Any, str],
     name: str,
     max_failures: int,
+    tables: tuple[Any, Any] | None = None,
 ) -> Any:
     """Run a TorchTrainer; the result's checkpoint is the last epoch's. `storage`: the
-    pyarrow filesystem and path that results and checkpoints go to."""
+    pyarrow filesystem and path that results and checkpoints go to. `tables`: the train
+    and val splits as arrow tables, for `mlp_train_loop`, which then takes them from the
+    object store instead of `datasets` (the train table cut into `num_workers` equal
+    shards: like Ray Data's equal split, the remainder's rows are left out, so that the
+    workers of a DDP step run as many batches each)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    submitted = time.time()
+    if tables is not None:
+        train, val = tables
+        size = train.num_rows // num_workers
+        shards = {
+            "train": [ray.put(train.slice(rank * size, size)) for rank in range(num_workers)],
+            "val": ray.put(val),
+        }
+        config, datasets = {**config, SHARDS: shards}, {}
     trainer = TorchTrainer(
         loop,
-        train_loop_config={**config, SUBMITTED_AT: time.time()},
+        train_loop_config={**config, SUBMITTED_AT: submitted},
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
         ),
-        datasets=datasets,
+        datasets=datasets or None,
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name=name,

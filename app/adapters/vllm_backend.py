@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +33,16 @@ in the LLM environment (`deployments.llm_launch.launch`)."""
 
 log = logging.getLogger(__name__)
 
+ACCEPTED = {"object": "ml-service.accepted"}
+"""What an engine's replica yields first when it takes a request
+(`deployments.llm_server.ACCEPTED`, in the LLM environment): `first_answer_timeout_s`
+bounds the wait for it, not the generation that follows."""
+
+FAILURE = "ml-service.engine-failure"
+"""How a replica names a failed generation (`deployments.llm_server.FAILURE`): the message
+of the `RuntimeError` it raises starts `ml-service.engine-failure <Type>: `."""
+_FAILED_TYPE = re.compile(re.escape(FAILURE) + r" (\w+)")
+
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _ENGINE_GONE: tuple[type[BaseException], ...] = (
     ray.exceptions.RayActorError,
@@ -47,6 +58,9 @@ def engine_failure(error: BaseException) -> str:
     """What an engine error was, by name (vLLM's own types do not load in the service's
     environment, so its text is searched)."""
     text = str(error)
+    named = _FAILED_TYPE.search(text)
+    if named:
+        return named.group(1)
     for known in ("EngineDeadError", "EngineGenerateError"):
         if known in text:
             return known
@@ -283,8 +297,9 @@ class VllmBackend:
                     f"within {self._config.first_answer_timeout_s:g} s (it may be being "
                     "replaced); retry shortly.",
                 ) from None
-            yield first
-            async for item in responses:
+            if first != ACCEPTED:  # a replica of a build before the acknowledgement
+                yield first
+            async for item in responses:  # the generation: as long as max_tokens takes
                 yield item
         except _ENGINE_GONE as exc:
             self._handles.pop(name, None)
@@ -301,7 +316,9 @@ class VllmBackend:
             # 10 s) replaces the replica and its engine, and requests until then are 503s.
             self._handles.pop(name, None)
             cause = engine_failure(exc)
-            log.error("the LLM engine %s failed under a request: %s", name, cause)
+            log.error(
+                "the LLM engine %s failed under a request (%s): %s", name, cause, str(exc)[-4000:]
+            )
             raise Unavailable(
                 ErrorCode.BACKEND_UNAVAILABLE,
                 f"The LLM engine of {model} version {version} failed ({cause}); it is being "

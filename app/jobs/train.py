@@ -76,13 +76,10 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
     }
     scaling = spec.scaling
     resources = worker_resources(scaling, context.environment.placement)
-    loop = (
-        ray_train.mlp_train_loop
-        if spec.trainer in ("mlp_classifier", "mlp_regressor")
-        else _import(spec.trainer)
-    )
+    built_in = spec.trainer in ("mlp_classifier", "mlp_regressor")
+    in_memory = data.train_table is not None and data.val_table is not None
     result = ray_train.fit(
-        loop,
+        ray_train.mlp_train_loop if built_in else _import(spec.trainer),
         config,
         {"train": data.train, "val": data.val},
         num_workers=scaling.num_workers,
@@ -91,6 +88,8 @@ def train(spec: TrainingSpec, context: JobContext, run_id: str, data: TabularDat
         storage=context.checkpoints("train"),
         name=f"{context.job_id}",
         max_failures=spec.max_failures,
+        # a training function of your own reads get_dataset_shard (app/jobs/examples.py)
+        tables=(data.train_table, data.val_table) if built_in and in_memory else None,
     )
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")

@@ -134,9 +134,9 @@ class LlmSettings(Section):
     first_answer_timeout_s: float = Field(
         default=60,
         gt=0,
-        description="A request its engine has not started answering by then (no replica "
-        "ready while a failed engine is replaced, or a queue that long) is cancelled and "
-        "answered 503 backend_unavailable.",
+        description="A request no engine replica has taken by then (none ready while a "
+        "failed engine is replaced, or a queue that long) is cancelled and answered 503 "
+        "backend_unavailable. The generation after that is not bounded by it.",
     )
     stream_batching_interval_ms: float = Field(
         default=0,

@@ -92,6 +92,7 @@ def ray_cluster() -> Iterator[None]:
     # in front of HAProxy can drop it: every application these modules delete would take
     # that long. Nothing stands in front of HAProxy here.
     environ.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    environ.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as scripts/serve: one machine
     global _dashboard_url
     context = ray.init(
         address="local",

@@ -18,7 +18,7 @@ from app.settings import Settings, load_settings
 from deployments.builder import AppArgs, build_ml_app, build_mlflow_app
 from testkit.auth import Tokens
 from testkit.ingress import with_shipped_options
-from testkit.service import free_port, wait_routed
+from testkit.service import free_port, start_serve, wait_routed
 from testkit.settings import CONFIGS
 
 # Serve runs once per session, on this port: Ray 2.60's HAProxy mode does not survive
@@ -87,12 +87,10 @@ def running_ml_app(
 
 def serve_port() -> int:
     """Serve's HTTP port in this session's cluster, started on the first call."""
-    from ray import serve
-
     global _serve_port
     if _serve_port is None:
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        start_serve(port)
         _serve_port = port
     return _serve_port
 

@@ -1,6 +1,6 @@
-"""A stand-in for the vLLM replica's own interface (`ServiceLLMServer.openai`, ours) that
-never starts answering: a Serve deployment, so the ingress's call goes through a real Serve
-handle. It counts the requests Serve cancelled."""
+"""Stand-ins for the vLLM replica's own interface (`ServiceLLMServer.openai`, ours): one
+that never takes a request (it counts the requests Serve cancelled), one that takes it and
+answers slowly. Serve deployments, so the ingress's call goes through a real Serve handle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from ray import serve
+
+from app.adapters.vllm_backend import ACCEPTED
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -26,3 +28,17 @@ class StuckLLMServer:
 
     def cancellations(self) -> int:
         return self.cancelled
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+class SlowLLMServer:
+    """Takes a request at once (`ACCEPTED`, as `ServiceLLMServer` does), answers after
+    `seconds`: a long generation."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def openai(self, kind: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        yield ACCEPTED
+        await asyncio.sleep(self.seconds)
+        yield {"object": "text_completion", "choices": [{"text": "late"}]}

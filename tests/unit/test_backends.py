@@ -114,6 +114,13 @@ def test_an_engine_failure_is_named_from_its_text_when_vllm_is_not_importable() 
         "ray.exceptions.RayTaskError: ...\nvllm.v1.engine.exceptions.EngineDeadError: EngineCore"
     )
     assert engine_failure(unloadable) == "EngineDeadError"
+    # how the replica raises any failed generation (deployments.llm_server.FAILURE)
+    named = ray.exceptions.RayTaskError(
+        "openai",
+        "Traceback ...\nRuntimeError: ml-service.engine-failure OpenAIHTTPException: busy",
+        RuntimeError("ml-service.engine-failure OpenAIHTTPException: busy"),
+    )
+    assert engine_failure(named) == "OpenAIHTTPException"
 
 
 def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> None:
