@@ -58,8 +58,10 @@ class ServiceLLMServer(LLMServer):
                         yield {"error": part.error.model_dump()}
                     else:
                         yield part.model_dump(mode="json")
-        except Exception as exc:  # a type that loads anywhere, named in its message
-            raise RuntimeError(f"{FAILURE} {type(exc).__name__}: {exc}"[:4000]) from None
+        # A type that loads anywhere, named in its message; its traceback (Ray's error text)
+        # keeps vLLM's, chained.
+        except Exception as exc:
+            raise RuntimeError(f"{FAILURE} {type(exc).__name__}: {exc}"[:4000]) from exc
 
 
 def launch(app_name: str, config: dict[str, Any]) -> str:

@@ -56,12 +56,16 @@ def start_serve(port: int, **options: Any) -> None:
         serve.start(http_options=http_options, **options)
 
 
-def _default_sigint() -> None:
-    """In the child before `scripts/serve` starts: SIGINT back to its default. A suite run
-    as a shell's background job (`cmd &`, `nohup`) starts with SIGINT ignored, its children
-    inherit that, and Python then installs no KeyboardInterrupt handler: `serve run` never
-    saw `stop`'s Ctrl-C and was killed after the 90 s grace (five times per e2e stage)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _handle_sigint() -> None:
+    """SIGINT handled in this process, where it is ignored, so that `scripts/serve` starts
+    with its default. A suite run as a shell's background job (`cmd &`, `nohup`) starts
+    with SIGINT ignored, a child inherits that, and Python then installs no
+    KeyboardInterrupt handler: `serve run` never saw `stop`'s Ctrl-C and was killed after
+    the 90 s grace (five times per e2e stage). A handler, unlike an ignored signal, is not
+    inherited across exec (Popen's `preexec_fn` would do it in the child, but is unsafe
+    in a process with threads, as a test's is)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def haproxy_side_ports() -> dict[str, str]:
@@ -112,6 +116,7 @@ class Service:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, extra_env: dict[str, str] | None = None, timeout_s: float = 300) -> None:
+        _handle_sigint()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_", "RAY_"))}
         env.update({"ML_DATA_DIR": str(self.data_dir), **haproxy_side_ports(), **(extra_env or {})})
         log = self.log_path.open("ab")
@@ -123,7 +128,6 @@ class Service:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, stopped like Ctrl-C would
-            preexec_fn=_default_sigint,
         )
         self._wait_ready(timeout_s)
 

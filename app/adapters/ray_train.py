@@ -94,8 +94,9 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
 
 class Split:
     """A worker's shard of one split as standardised (x, y) batches. Made before the first
-    epoch, it reads the shard from Ray Data in whole blocks into two tensors, and every
-    epoch slices those; a shard over `MAX_CACHED_BYTES` is streamed from Ray Data on
+    epoch, it reads the shard into two tensors (the rank's arrow table from the object
+    store where `fit` was given `tables`, otherwise Ray Data's shard in whole blocks), and
+    every epoch slices those; a Ray Data shard over `MAX_CACHED_BYTES` is streamed on
     every pass instead."""
 
     def __init__(
@@ -224,6 +225,10 @@ def fit(
     if tables is not None:
         train, val = tables
         size = train.num_rows // num_workers
+        if size == 0:
+            raise ValueError(
+                f"{train.num_rows} training rows cannot be shared by {num_workers} workers"
+            )
         shards = {
             "train": [ray.put(train.slice(rank * size, size)) for rank in range(num_workers)],
             "val": ray.put(val),

@@ -293,7 +293,7 @@ class VllmBackend:
                 responses.cancel()
                 raise Unavailable(
                     ErrorCode.BACKEND_UNAVAILABLE,
-                    f"The LLM engine of {model} version {version} did not start answering "
+                    f"The LLM engine of {model} version {version} did not take the request "
                     f"within {self._config.first_answer_timeout_s:g} s (it may be being "
                     "replaced); retry shortly.",
                 ) from None

@@ -135,8 +135,8 @@ class LlmSettings(Section):
         default=60,
         gt=0,
         description="A request no engine replica has taken by then (none ready while a "
-        "failed engine is replaced, or a queue that long) is cancelled and answered 503 "
-        "backend_unavailable. The generation after that is not bounded by it.",
+        "failed engine is replaced) is cancelled and answered 503 backend_unavailable. "
+        "The generation after that, vLLM's own queue included, is not bounded by it.",
     )
     stream_batching_interval_ms: float = Field(
         default=0,

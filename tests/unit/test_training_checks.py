@@ -204,3 +204,26 @@ def test_a_path_cannot_leave_the_workdir_through_a_symbolic_link(tmp_path: Path)
     error = refused(workdir, spec(dataset={"path": "link/secret.parquet"}))
     assert fields(error) == ["dataset.path"]
     assert "inside the service's working directory" in str(error)
+
+
+def test_more_workers_than_training_rows_is_refused_before_any_worker_starts() -> None:
+    """The built-in trainers' equal shards: 3 rows cannot feed 4 workers (each would train
+    on nothing and register an untrained model)."""
+    import pyarrow as pa
+
+    from app.adapters import ray_train
+
+    table = pa.table({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    with pytest.raises(ValueError, match="3 training rows cannot be shared by 4 workers"):
+        ray_train.fit(
+            ray_train.mlp_train_loop,
+            {},
+            {},
+            num_workers=4,
+            use_gpu=False,
+            resources_per_worker={"CPU": 1},
+            storage=(None, "/nowhere"),
+            name="refused",
+            max_failures=0,
+            tables=(table, table),
+        )
