@@ -49,9 +49,13 @@ class Day(RoleClient):
         super().__init__(service.url + BASE, tokens)
         self.service, self.stack, self.env = service, stack, env
 
-    def health(self) -> dict[str, str]:
+    def health_report(self) -> list[dict[str, object]]:
+        """`/health`'s components, each with its status and detail."""
         report = httpx.get(f"{self.service.url}{BASE}/health", timeout=60).json()
-        return {c["name"]: c["status"] for c in report["components"]}
+        return list(report["components"])
+
+    def health(self) -> dict[str, str]:
+        return {str(c["name"]): str(c["status"]) for c in self.health_report()}
 
     def bucket(self) -> list[str]:
         s3 = self.stack.s3()
@@ -317,7 +321,7 @@ def test_a_store_outage_is_a_503_naming_it_and_recovers_by_itself(
         # Feast's registry is in PostgreSQL too: the online store's probe may also go down
         # (once its registry cache expires)
         also = {"feature_online_store"} if store == "postgres" else set()
-        assert down - components <= also, day.health()
+        assert down - components <= also, day.health_report()
         assert predicts(day), "a loaded version stopped predicting"
         assert day.call("GET", "/models/ab", Role.VIEWER).status_code == 200
     finally:

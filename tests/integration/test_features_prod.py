@@ -311,6 +311,19 @@ def test_a_stopped_redis_is_down_and_a_503_within_seconds_then_recovers(prod: Pr
     assert online_values(prod, [3, 7]) == expected
 
 
+def test_the_first_registry_read_after_postgresql_restarts_succeeds(prod: Prod) -> None:
+    """The registry's pooled connections die with the server; each is checked before use
+    (`pool_pre_ping`), so no read after the restart fails on one of them."""
+    views = [v.name for v in prod.feast.catalog().feature_views]
+    assert "customer_stats" in views
+
+    prod.stack.run("stop", "postgres")
+    prod.stack.run("start", "postgres")
+
+    # read straight from the registry (no cache): the first use of the pool after the restart
+    assert [v.name for v in prod.feast.catalog().feature_views] == views
+
+
 def test_a_hung_redis_times_out_instead_of_hanging(prod: Prod) -> None:
     expected = online_values(prod, [7])
     pid = prod.stack.pid("redis")
