@@ -8,11 +8,14 @@ ever sends and receives JSON-able values, so vLLM's types never cross into the s
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from ray import serve
 from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
+
+from deployments.stream_coalescing import coalesced
 
 ACCEPTED = {"object": "ml-service.accepted"}
 """The first item of every `openai` stream: this replica took the request (the ingress
@@ -24,6 +27,11 @@ FAILURE = "ml-service.engine-failure"
 load in the service's environment, where Ray would hand over an `UnserializableException`
 that names nothing."""
 
+INTERVAL_ENV = "ML_LLM_STREAM_INTERVAL_MS"
+"""The replica's environment variable of `serving.llm.stream_batching_interval_ms`
+(`app.adapters.vllm_backend.INTERVAL_ENV`): at most one streamed message per interval, the
+first at once (`deployments.stream_coalescing`)."""
+
 
 class ServiceLLMServer(LLMServer):
     """Ray Serve LLM's vLLM server, with one JSON-in, JSON-out streaming method."""
@@ -32,8 +40,8 @@ class ServiceLLMServer(LLMServer):
         """Answer an OpenAI request (`kind`: chat or completions) given as its JSON body.
 
         Yields `ACCEPTED` first, then, when streaming, the server-sent-event strings
-        (`data: {...}\\n\\n`); otherwise one JSON object: the whole response, or
-        `{"error": {...}}`.
+        (`data: {...}\\n\\n`), those that came within one interval joined into one;
+        otherwise one JSON object: the whole response, or `{"error": {...}}`.
         """
         from ray.llm._internal.serve.core.configs.openai_api_models import (
             ChatCompletionRequest,
@@ -49,15 +57,24 @@ class ServiceLLMServer(LLMServer):
             yield {"error": {"message": str(exc)[:2000], "type": "BadRequestError", "code": 400}}
             return
         method = self.chat if kind == "chat" else self.completions
+        interval_s = float(os.environ.get(INTERVAL_ENV) or 0) / 1000
         try:
-            async for item in await method(request):
-                for part in item if isinstance(item, list) else [item]:
-                    if isinstance(part, str):
-                        yield part
-                    elif isinstance(part, ErrorResponse):
-                        yield {"error": part.error.model_dump()}
-                    else:
-                        yield part.model_dump(mode="json")
+            async for batch in coalesced(await method(request), interval_s):
+                events: list[str] = []
+                for item in batch:
+                    for part in item if isinstance(item, list) else [item]:
+                        if isinstance(part, str):
+                            events.append(part)
+                            continue
+                        if events:
+                            yield "".join(events)
+                            events = []
+                        if isinstance(part, ErrorResponse):
+                            yield {"error": part.error.model_dump()}
+                        else:
+                            yield part.model_dump(mode="json")
+                if events:
+                    yield "".join(events)
         # A type that loads anywhere, named in its message; its traceback (Ray's error text)
         # keeps vLLM's, chained.
         except Exception as exc:

@@ -41,6 +41,10 @@ bounds the wait for it, not the generation that follows."""
 FAILURE = "ml-service.engine-failure"
 """How a replica names a failed generation (`deployments.llm_server.FAILURE`): the message
 of the `RuntimeError` it raises starts `ml-service.engine-failure <Type>: `."""
+INTERVAL_ENV = "ML_LLM_STREAM_INTERVAL_MS"
+"""The replica's environment variable (`deployments.llm_server.INTERVAL_ENV`) that carries
+`stream_batching_interval_ms`: the replica gathers streamed tokens itself, sending the first
+at once (Ray Serve LLM's own gathering, left off, waits a whole interval first)."""
 _FAILED_TYPE = re.compile(re.escape(FAILURE) + r" (\w+)")
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +109,7 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
         # async methods run on the replica's own event loop, no thread hop per streamed
         # chunk. The ingress has its own part of it (serve_config.yaml).
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        INTERVAL_ENV: f"{config.stream_batching_interval_ms:g}",
     }
     eager = config.device == "cpu" if config.enforce_eager is None else config.enforce_eager
     engine: dict[str, Any] = {"enforce_eager": eager, "dtype": engine_dtype(config)}
@@ -119,7 +124,7 @@ def engine_config(config: LlmSettings, model: str, model_dir: Path) -> dict[str,
         "accelerator_config": {"kind": config.device},
         "engine_kwargs": engine,
         "placement_group_config": {"bundles": [bundle]},
-        "experimental_configs": {"stream_batching_interval_ms": config.stream_batching_interval_ms},
+        "experimental_configs": {"stream_batching_interval_ms": 0},  # INTERVAL_ENV instead
         "runtime_env": {"py_executable": str(python), "env_vars": env_vars},
         "deployment_config": {
             "autoscaling_config": {

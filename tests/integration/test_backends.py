@@ -4,6 +4,7 @@ scripts/setup-llm), behind the service's deploy, predict and OpenAI routes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -408,6 +409,25 @@ def test_llm_versions_answer_openai_clients_through_the_service(
         )
     )
     assert len(streamed_chat) >= 2
+    # The raw events: the replica gathers tokens into fewer messages, each still whole
+    # events; the stream carries every token (the same text as unstreamed), its usage,
+    # and ends exactly once.
+    request = {"model": "assistant", "prompt": "Churn is", "max_tokens": 12, "temperature": 0}
+    whole = openai.completions.create(**request)
+    with client.http.stream(
+        "POST",
+        f"{BASE}/llm/v1/completions",
+        json={**request, "stream": True, "stream_options": {"include_usage": True}},
+        headers=client.tokens.header(Role.VIEWER),
+    ) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    parsed = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in parsed if c["choices"]) == (
+        whole.choices[0].text
+    )
+    assert parsed[-1]["usage"]["completion_tokens"] == 12
 
     # The engine's worker dies (as vLLM's CPU worker did under SIGILL on some CPUs): the
     # requests meanwhile are 503 backend_unavailable, never a 500 or a hang, they count as

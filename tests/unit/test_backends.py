@@ -135,6 +135,12 @@ def test_a_cpu_engine_asks_for_cpus_only_and_runs_in_the_llm_environment() -> No
     assert runtime["env_vars"]["PYTHONPATH"] == str(PROJECT_ROOT)
     assert runtime["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert runtime["env_vars"]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    # the replica gathers streamed tokens itself (the first at once); Ray Serve LLM's off
+    assert runtime["env_vars"]["ML_LLM_STREAM_INTERVAL_MS"] == "10"
+    assert config["experimental_configs"] == {"stream_batching_interval_ms": 0}
+    gathered = LlmSettings(stream_batching_interval_ms=2.5)
+    env = engine_config(gathered, "tiny", Path("/m"))["runtime_env"]["env_vars"]
+    assert env["ML_LLM_STREAM_INTERVAL_MS"] == "2.5"
     assert config["deployment_config"]["autoscaling_config"] == {
         "min_replicas": 1,
         "max_replicas": 1,

@@ -1,0 +1,77 @@
+"""Streamed items gathered into fewer messages, without delaying the first.
+
+Importable by both interpreters (standard library only): the LLM replica
+(`deployments.llm_server`, in the LLM environment) uses it; the unit tests run it in the
+service's environment.
+
+Every message a Serve replica yields crosses to the caller as its own Ray report, and the
+ingress then writes it as its own HTTP chunk: a fixed cost per message, on the same CPUs
+as the engine. Ray Serve LLM's own batching (`stream_batching_interval_ms`) waits a whole
+interval before its first message, which adds that interval to the time to first token.
+`coalesced` sends an item as soon as it comes when the last message went more than an
+interval ago (the first always), and otherwise waits out the interval and sends every item
+that came meanwhile in one message. No item waits longer than one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def coalesced(
+    items: AsyncIterator[T],
+    interval_s: float,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> AsyncIterator[list[T]]:
+    """`items` as lists: at most one list per `interval_s`, the first at once (`sleep`
+    waits out the rest of an interval; tests pass their own).
+
+    `items` is read by a task of its own, so it keeps flowing while a list waits. Closing
+    this generator early cancels that task (and so the source: vLLM aborts a request whose
+    stream is cancelled). An exception of `items` is raised here after the items before it.
+    A non-positive interval sends each item alone, as it comes.
+    """
+    if interval_s <= 0:
+        async for item in items:
+            yield [item]
+        return
+    queue: asyncio.Queue[tuple[T] | None] = asyncio.Queue()  # None: the source ended
+
+    async def read() -> None:
+        try:
+            async for item in items:
+                queue.put_nowait((item,))
+        finally:
+            queue.put_nowait(None)
+
+    reader = asyncio.create_task(read())
+    loop = asyncio.get_running_loop()
+    sent = -math.inf
+    try:
+        ended = False
+        while not ended:
+            first = await queue.get()
+            if first is None:
+                break
+            wait = sent + interval_s - loop.time()
+            if wait > 0:
+                await sleep(wait)
+            batch = [first[0]]
+            while not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    ended = True
+                    break
+                batch.append(more[0])
+            sent = loop.time()
+            yield batch
+        await reader  # the source's exception, if it failed
+    finally:
+        if not reader.done():
+            reader.cancel()
