@@ -11,24 +11,46 @@ import pytest
 from deployments.stream_coalescing import coalesced
 
 INTERVAL_S = 3600.0  # the tests' sleep is gated, never real: no item comes "too late"
+DEADLINE_S = 10.0  # a hang guard on every wait for an event
+
+
+class GatedSleep:
+    """A `sleep` that returns only once the test opens it, recording what it was asked
+    (`called`: it was asked at least once)."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.called = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        self.called.set()
+        await self.open.wait()
 
 
 class Source:
-    """Yields 1, then waits for `release`, then 2, 3 and 4 with a loop turn between each
-    (each is queued on its own), then ends or fails."""
+    """Yields 1, then waits for `release`, then 2; given a `GatedSleep`, waits until the
+    stream waits out its interval before yielding 3 and 4 (so they come during the wait);
+    then ends (`finished`) or fails."""
 
-    def __init__(self, failure: Exception | None = None) -> None:
+    def __init__(self, sleep: GatedSleep | None = None, failure: Exception | None = None) -> None:
         self.release = asyncio.Event()
+        self.sleep = sleep
         self.failure = failure
+        self.finished = asyncio.Event()
         self.cancelled = asyncio.Event()
 
     async def items(self) -> AsyncIterator[int]:
         try:
             yield 1
             await self.release.wait()
-            for item in (2, 3, 4):
-                yield item
-                await asyncio.sleep(0)
+            yield 2
+            if self.sleep is not None:
+                await self.sleep.called.wait()
+            yield 3
+            yield 4
+            self.finished.set()
             if self.failure is not None:
                 raise self.failure
         except asyncio.CancelledError:
@@ -36,33 +58,25 @@ class Source:
             raise
 
 
-class GatedSleep:
-    """A `sleep` that returns only once the test opens it, recording what it was asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[float] = []
-        self.open = asyncio.Event()
-
-    async def __call__(self, seconds: float) -> None:
-        self.asked.append(seconds)
-        await self.open.wait()
+async def rest(stream: AsyncIterator[list[int]]) -> list[list[int]]:
+    return [batch async for batch in stream]
 
 
 def test_the_first_item_goes_alone_and_later_ones_gather_within_an_interval() -> None:
     async def run() -> tuple[list[list[int]], list[float]]:
-        source, sleep = Source(), GatedSleep()
+        sleep = GatedSleep()
+        source = Source(sleep)
         stream = coalesced(source.items(), INTERVAL_S, sleep=sleep)
         batches = [await anext(stream)]
         assert sleep.asked == []  # the first was not held back
         source.release.set()
         waiting = asyncio.ensure_future(anext(stream))
-        while len(sleep.asked) < 1:  # item 2 came within the interval: it waits
-            await asyncio.sleep(0)
-        for _ in range(10):  # the source queues 3 and 4 meanwhile
-            await asyncio.sleep(0)
+        # item 2 came within the interval: the stream waits; 3 and 4 come meanwhile
+        await asyncio.wait_for(source.finished.wait(), DEADLINE_S)
+        assert not waiting.done()
         sleep.open.set()
-        batches.append(await waiting)
-        batches.extend([b async for b in stream])
+        batches.append(await asyncio.wait_for(waiting, DEADLINE_S))
+        batches.extend(await asyncio.wait_for(rest(stream), DEADLINE_S))
         return batches, sleep.asked
 
     batches, asked = asyncio.run(run())
@@ -74,21 +88,25 @@ def test_without_an_interval_each_item_goes_alone_in_order() -> None:
     async def run() -> list[list[int]]:
         source = Source()
         source.release.set()
-        return [b async for b in coalesced(source.items(), 0)]
+        return await asyncio.wait_for(rest(coalesced(source.items(), 0)), DEADLINE_S)
 
     assert asyncio.run(run()) == [[1], [2], [3], [4]]
 
 
 def test_a_failure_of_the_source_comes_after_the_items_before_it() -> None:
     async def run() -> list[list[int]]:
-        source = Source(RuntimeError("engine died"))
-        source.release.set()
         sleep = GatedSleep()
         sleep.open.set()
+        source = Source(failure=RuntimeError("engine died"))
+        source.release.set()
         got: list[list[int]] = []
-        with pytest.raises(RuntimeError, match="engine died"):
+
+        async def consume() -> None:
             async for batch in coalesced(source.items(), INTERVAL_S, sleep=sleep):
                 got.append(batch)
+
+        with pytest.raises(RuntimeError, match="engine died"):
+            await asyncio.wait_for(consume(), DEADLINE_S)
         return got
 
     got = asyncio.run(run())
@@ -101,7 +119,7 @@ def test_closing_the_stream_early_cancels_the_source() -> None:
         stream = coalesced(source.items(), INTERVAL_S, sleep=GatedSleep())
         assert await anext(stream) == [1]
         await stream.aclose()
-        await asyncio.wait_for(source.cancelled.wait(), 10)
+        await asyncio.wait_for(source.cancelled.wait(), DEADLINE_S)
         return source.cancelled.is_set()
 
     assert asyncio.run(run())
