@@ -29,12 +29,16 @@ that names nothing."""
 
 INTERVAL_ENV = "ML_LLM_STREAM_INTERVAL_MS"
 """The replica's environment variable of `serving.llm.stream_batching_interval_ms`
-(`app.adapters.vllm_backend.INTERVAL_ENV`): at most one streamed message per interval, the
-first at once (`deployments.stream_coalescing`)."""
+(`app.adapters.vllm_backend.INTERVAL_ENV`): the replica sends at most about one streamed
+message per interval in all, each stream's first at once (`deployments.stream_coalescing`).
+"""
 
 
 class ServiceLLMServer(LLMServer):
     """Ray Serve LLM's vLLM server, with one JSON-in, JSON-out streaming method."""
+
+    _streams = 0
+    """The streamed answers this replica is sending now."""
 
     async def openai(self, kind: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """Answer an OpenAI request (`kind`: chat or completions) given as its JSON body.
@@ -42,6 +46,12 @@ class ServiceLLMServer(LLMServer):
         Yields `ACCEPTED` first, then, when streaming, the server-sent-event strings
         (`data: {...}\\n\\n`), those that came within one interval joined into one;
         otherwise one JSON object: the whole response, or `{"error": {...}}`.
+
+        A stream's interval is the configured one times the streams the replica is sending
+        at the time: every message costs the same to relay (a Ray report, an HTTP chunk
+        through the ingress and HAProxy, on the engine's CPUs), so the replica sends about
+        one per configured interval in all, whatever the load; a stream's first message
+        still goes at once.
         """
         from ray.llm._internal.serve.core.configs.openai_api_models import (
             ChatCompletionRequest,
@@ -58,8 +68,11 @@ class ServiceLLMServer(LLMServer):
             return
         method = self.chat if kind == "chat" else self.completions
         interval_s = float(os.environ.get(INTERVAL_ENV) or 0) / 1000
+        streamed = bool(getattr(request, "stream", False))
+        self._streams += streamed
         try:
-            async for batch in coalesced(await method(request), interval_s):
+            every = (lambda: interval_s * self._streams) if interval_s > 0 else 0.0
+            async for batch in coalesced(await method(request), every):
                 events: list[str] = []
                 for item in batch:
                     for part in item if isinstance(item, list) else [item]:
@@ -79,6 +92,8 @@ class ServiceLLMServer(LLMServer):
         # keeps vLLM's, chained.
         except Exception as exc:
             raise RuntimeError(f"{FAILURE} {type(exc).__name__}: {exc}"[:4000]) from exc
+        finally:
+            self._streams -= streamed
 
 
 def launch(app_name: str, config: dict[str, Any]) -> str:

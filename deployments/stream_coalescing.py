@@ -10,7 +10,10 @@ as the engine. Ray Serve LLM's own batching (`stream_batching_interval_ms`) wait
 interval before its first message, which adds that interval to the time to first token.
 `coalesced` sends an item as soon as it comes when the last message went more than an
 interval ago (the first always), and otherwise waits out the interval and sends every item
-that came meanwhile in one message. No item waits longer than one interval.
+that came meanwhile in one message. No item waits longer than one interval, and the last
+not at all: when the source ends during a wait, what came goes at once (a stream's last
+tokens, its usage and its end come together; waiting out the interval there only made the
+whole stream longer).
 """
 
 from __future__ import annotations
@@ -25,19 +28,22 @@ T = TypeVar("T")
 
 async def coalesced(
     items: AsyncIterator[T],
-    interval_s: float,
+    interval_s: float | Callable[[], float],
     *,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> AsyncIterator[list[T]]:
     """`items` as lists: at most one list per `interval_s`, the first at once (`sleep`
-    waits out the rest of an interval; tests pass their own).
+    waits out the rest of an interval; tests pass their own). `interval_s` may be a
+    function, asked at every wait: an interval that follows the load.
 
     `items` is read by a task of its own, so it keeps flowing while a list waits. Closing
     this generator early cancels that task (and so the source: vLLM aborts a request whose
-    stream is cancelled). An exception of `items` is raised here after the items before it.
-    A non-positive interval sends each item alone, as it comes.
+    stream is cancelled). When `items` ends (or fails) during a wait, the wait ends there.
+    An exception of `items` is raised here after the items before it. A non-positive
+    interval sends each item alone, as it comes.
     """
-    if interval_s <= 0:
+    interval = interval_s if callable(interval_s) else lambda: interval_s
+    if not callable(interval_s) and interval_s <= 0:
         async for item in items:
             yield [item]
         return
@@ -59,9 +65,9 @@ async def coalesced(
             first = await queue.get()
             if first is None:
                 break
-            wait = sent + interval_s - loop.time()
-            if wait > 0:
-                await sleep(wait)
+            wait = sent + interval() - loop.time()
+            if wait > 0 and not reader.done():
+                await _until_either(sleep(wait), reader)
             batch = [first[0]]
             while not queue.empty():
                 more = queue.get_nowait()
@@ -75,3 +81,13 @@ async def coalesced(
     finally:
         if not reader.done():
             reader.cancel()
+
+
+async def _until_either(wait: Awaitable[object], reader: asyncio.Task[None]) -> None:
+    """Until `wait` is over or `reader` has ended, whichever comes first."""
+    timer = asyncio.ensure_future(wait)
+    try:
+        await asyncio.wait({timer, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not timer.done():
+            timer.cancel()

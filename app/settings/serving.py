@@ -142,11 +142,13 @@ class LlmSettings(Section):
         default=10,
         ge=0,
         le=1000,
-        description="An engine's replica sends at most one message of streamed tokens per "
-        "interval: the first token at once, later ones gathered while the interval runs "
-        "(each message costs a Ray report and an HTTP chunk, on the engine's CPUs). No "
-        "token waits longer than this; 0 sends each token alone as it comes. (Ray Serve "
-        "LLM's own gathering, left off, holds even the first token a whole interval.)",
+        description="An engine's replica sends about one message of streamed tokens per "
+        "interval in all: a stream's first token at once, later ones gathered while its "
+        "interval runs, which is this one times the streams the replica is sending at the "
+        "time (each message costs a Ray report and an HTTP chunk, on the engine's CPUs). "
+        "A stream's last tokens and its end go as soon as they come; 0 sends each token "
+        "alone as it comes. (Ray Serve LLM's own gathering, left off, holds even the "
+        "first token a whole interval.)",
     )
 
 

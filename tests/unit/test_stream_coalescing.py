@@ -32,13 +32,21 @@ class GatedSleep:
 class Source:
     """Yields 1, then waits for `release`, then 2; given a `GatedSleep`, waits until the
     stream waits out its interval before yielding 3 and 4 (so they come during the wait);
-    then ends (`finished`) or fails."""
+    then (`finished`), if it is to `hold_end`, waits for `end`; then ends or fails."""
 
-    def __init__(self, sleep: GatedSleep | None = None, failure: Exception | None = None) -> None:
+    def __init__(
+        self,
+        sleep: GatedSleep | None = None,
+        failure: Exception | None = None,
+        *,
+        hold_end: bool = False,
+    ) -> None:
         self.release = asyncio.Event()
         self.sleep = sleep
         self.failure = failure
+        self.hold_end = hold_end
         self.finished = asyncio.Event()
+        self.end = asyncio.Event()
         self.cancelled = asyncio.Event()
 
     async def items(self) -> AsyncIterator[int]:
@@ -51,6 +59,8 @@ class Source:
             yield 3
             yield 4
             self.finished.set()
+            if self.hold_end:
+                await self.end.wait()
             if self.failure is not None:
                 raise self.failure
         except asyncio.CancelledError:
@@ -65,23 +75,63 @@ async def rest(stream: AsyncIterator[list[int]]) -> list[list[int]]:
 def test_the_first_item_goes_alone_and_later_ones_gather_within_an_interval() -> None:
     async def run() -> tuple[list[list[int]], list[float]]:
         sleep = GatedSleep()
-        source = Source(sleep)
+        source = Source(sleep, hold_end=True)
         stream = coalesced(source.items(), INTERVAL_S, sleep=sleep)
         batches = [await anext(stream)]
         assert sleep.asked == []  # the first was not held back
         source.release.set()
         waiting = asyncio.ensure_future(anext(stream))
-        # item 2 came within the interval: the stream waits; 3 and 4 come meanwhile
+        # item 2 came within the interval: the stream waits; 3 and 4 come meanwhile, and
+        # the source is still open (it waits for `end`), so the wait goes on
         await asyncio.wait_for(source.finished.wait(), DEADLINE_S)
         assert not waiting.done()
         sleep.open.set()
         batches.append(await asyncio.wait_for(waiting, DEADLINE_S))
+        source.end.set()
         batches.extend(await asyncio.wait_for(rest(stream), DEADLINE_S))
         return batches, sleep.asked
 
     batches, asked = asyncio.run(run())
     assert batches == [[1], [2, 3, 4]]
     assert len(asked) == 1 and 0 < asked[0] <= INTERVAL_S
+
+
+def test_when_the_source_ends_during_a_wait_what_came_goes_at_once() -> None:
+    async def run() -> tuple[list[list[int]], list[float]]:
+        sleep = GatedSleep()  # never opened: only the source's end can end the wait
+        source = Source(sleep)
+        stream = coalesced(source.items(), INTERVAL_S, sleep=sleep)
+        batches = [await asyncio.wait_for(anext(stream), DEADLINE_S)]
+        source.release.set()  # 2 comes within the interval; 3, 4 and the end during the wait
+        batches.extend(await asyncio.wait_for(rest(stream), DEADLINE_S))
+        return batches, sleep.asked
+
+    batches, asked = asyncio.run(run())
+    assert batches == [[1], [2, 3, 4]]
+    assert len(asked) == 1  # it did start to wait out the interval
+
+
+def test_an_interval_given_as_a_function_is_asked_at_each_wait() -> None:
+    async def run() -> tuple[list[list[int]], list[float], int]:
+        sleep = GatedSleep()  # never opened: the source's end ends the wait
+        asked = 0
+
+        def interval() -> float:  # e.g. the replica's streams at the time, times a base
+            nonlocal asked
+            asked += 1
+            return 3 * INTERVAL_S
+
+        source = Source(sleep)
+        stream = coalesced(source.items(), interval, sleep=sleep)
+        batches = [await asyncio.wait_for(anext(stream), DEADLINE_S)]
+        source.release.set()
+        batches.extend(await asyncio.wait_for(rest(stream), DEADLINE_S))
+        return batches, sleep.asked, asked
+
+    batches, waits, asked = asyncio.run(run())
+    assert batches == [[1], [2, 3, 4]]
+    assert asked >= 1
+    assert len(waits) == 1 and 2 * INTERVAL_S < waits[0] <= 3 * INTERVAL_S
 
 
 def test_without_an_interval_each_item_goes_alone_in_order() -> None:
