@@ -10,10 +10,14 @@
    OpenAI server (`python -m vllm.entrypoints.openai.api_server`, from .venv-llm) on
    the same model directory and settings (enforce_eager). Streamed completions of exactly
    `--tokens` tokens (ignore_eos), rounds alternating: time to first token (p50) and
-   output tokens/s (median), and the ratios service/direct.
+   output tokens/s (median), and the ratios service/direct. Then where the service's
+   time over vLLM goes: one-token completions, not streamed, by each way in (vLLM over
+   HTTP, the service over HTTP, the ingress's own Serve handle call made from this
+   process) and the hops alone (a handle call with no engine work, HTTP health checks).
 
     .venv/bin/python benchmarks/backends.py [--requests 400] [--rounds 3] [--clients 8]
-        [--llm-requests 20] [--tokens 64] [--model-dir DIR] [--skip-triton] [--skip-llm]
+        [--llm-requests 20] [--tokens 64] [--model-dir DIR] [--hop-calls 100]
+        [--skip-triton] [--skip-llm]
 """
 
 import argparse
@@ -254,9 +258,64 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                 )
                 print(flush=True)
                 results = {w: {"ttft": [], "tps": []} for w in ways}
+        llm_hops(base, tokens.header(Role.VIEWER), direct_url, version, args.hop_calls)
     finally:
         direct.terminate()
         direct.wait(30)
+
+
+def llm_hops(base: str, viewer: dict[str, str], direct_url: str, version: int, calls: int) -> None:
+    """Where the service's time over vLLM's goes: p50s of one-token, non-streamed
+    completions by each way in, and of the hops alone (HTTP, a Serve handle call)."""
+    from ray import serve
+
+    from app.adapters.vllm_backend import app_name
+
+    body = {"model": "chat", "prompt": "Customers churn when", "max_tokens": 1, "temperature": 0}
+    llm = serve.get_app_handle(app_name("chat", version))
+    streaming = llm.options(stream=True)
+    with httpx.Client(timeout=60) as http:
+
+        def ok(response: httpx.Response) -> None:
+            if response.status_code != 200:
+                raise RuntimeError(response.text)
+
+        ways = {
+            "vLLM direct, HTTP": lambda: ok(http.post(f"{direct_url}/v1/completions", json=body)),
+            "service, HTTP": lambda: ok(
+                http.post(f"{base}/api/v1/ml/llm/v1/completions", json=body, headers=viewer)
+            ),
+            "the ingress's handle call, from here": lambda: list(
+                streaming.openai.remote("completions", dict(body))
+            ),
+            "a handle call, no engine work": lambda: llm.record_routing_stats.remote().result(),
+            "HTTP only: service GET /health/live": lambda: ok(
+                http.get(f"{base}/api/v1/ml/health/live")
+            ),
+            "HTTP only: vLLM GET /health": lambda: ok(http.get(f"{direct_url}/health")),
+        }
+        p50: dict[str, float] = {}
+        for name, call in ways.items():
+            for _ in range(10):  # warm up
+                call()
+            samples = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                call()
+                samples.append((time.perf_counter() - started) * 1000)
+            p50[name] = statistics.median(samples)
+    print(f"where the time goes: one-token completions, not streamed, p50 of {calls} calls")
+    for name, ms in p50.items():
+        print(f"  {name:40s} {ms:6.2f} ms")
+    extra = p50["service, HTTP"] - p50["vLLM direct, HTTP"]
+    handle = p50["a handle call, no engine work"]
+    http_hops = p50["HTTP only: service GET /health/live"] - p50["HTTP only: vLLM GET /health"]
+    print(
+        f"  the service's cost over vLLM: {extra:.2f} ms; a Serve handle call alone "
+        f"{handle:.2f} ms, the HTTP hops (HAProxy, the ingress's ASGI) {http_hops:.2f} ms; "
+        f"1.3x of vLLM allows {0.3 * p50['vLLM direct, HTTP']:.2f} ms",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -267,6 +326,7 @@ def main() -> int:
     parser.add_argument("--llm-requests", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--hop-calls", type=int, default=100, help="calls per way, hop timing")
     parser.add_argument("--skip-triton", action="store_true")
     parser.add_argument("--skip-llm", action="store_true")
     args = parser.parse_args()
