@@ -9,17 +9,24 @@ ever sends and receives JSON-able values, so vLLM's types never cross into the s
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 from ray import serve
 from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
 
-from deployments.stream_coalescing import coalesced
+from deployments.stream_coalescing import acknowledged, coalesced
 
 ACCEPTED = {"object": "ml-service.accepted"}
-"""The first item of every `openai` stream: this replica took the request (the ingress
-bounds the wait for it, not the generation; `app.adapters.vllm_backend.ACCEPTED`)."""
+"""The first item of an `openai` stream whose answer has not begun within `ACK_AFTER_S`:
+this replica took the request (the ingress bounds the wait for the first item, not the
+generation; `app.adapters.vllm_backend.ACCEPTED`)."""
+
+ACK_AFTER_S = 0.05
+"""How long a replica that took a request waits for the answer's first part before it
+sends `ACCEPTED`: a quick answer (a first token, a short completion, an error) goes without
+it, sparing a message on the way to the first token."""
 
 FAILURE = "ml-service.engine-failure"
 """The message's prefix of the `RuntimeError` a failed generation is raised as
@@ -43,9 +50,10 @@ class ServiceLLMServer(LLMServer):
     async def openai(self, kind: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """Answer an OpenAI request (`kind`: chat or completions) given as its JSON body.
 
-        Yields `ACCEPTED` first, then, when streaming, the server-sent-event strings
-        (`data: {...}\\n\\n`), those that came within one interval joined into one;
-        otherwise one JSON object: the whole response, or `{"error": {...}}`.
+        Yields `ACCEPTED` first unless the answer begins within `ACK_AFTER_S`, then, when
+        streaming, the server-sent-event strings (`data: {...}\\n\\n`), those that came
+        within one interval joined into one; otherwise one JSON object: the whole
+        response, or `{"error": {...}}`.
 
         A stream's interval is the configured one times the streams the replica is sending
         at the time: every message costs the same to relay (a Ray report, an HTTP chunk
@@ -59,7 +67,6 @@ class ServiceLLMServer(LLMServer):
             ErrorResponse,
         )
 
-        yield ACCEPTED
         request_type = ChatCompletionRequest if kind == "chat" else CompletionRequest
         try:
             request = request_type.model_validate(body)
@@ -72,28 +79,42 @@ class ServiceLLMServer(LLMServer):
         self._streams += streamed
         try:
             every = (lambda: interval_s * self._streams) if interval_s > 0 else 0.0
-            async for batch in coalesced(await method(request), every):
-                events: list[str] = []
-                for item in batch:
-                    for part in item if isinstance(item, list) else [item]:
-                        if isinstance(part, str):
-                            events.append(part)
-                            continue
-                        if events:
-                            yield "".join(events)
-                            events = []
-                        if isinstance(part, ErrorResponse):
-                            yield {"error": part.error.model_dump()}
-                        else:
-                            yield part.model_dump(mode="json")
-                if events:
-                    yield "".join(events)
+            answer = _messages(method(request), every, ErrorResponse)
+            async for message in acknowledged(answer, ACK_AFTER_S, ACCEPTED):
+                yield message
         # A type that loads anywhere, named in its message; its traceback (Ray's error text)
         # keeps vLLM's, chained.
         except Exception as exc:
             raise RuntimeError(f"{FAILURE} {type(exc).__name__}: {exc}"[:4000]) from exc
         finally:
             self._streams -= streamed
+
+
+async def _messages(
+    started: Awaitable[AsyncIterator[Any]],
+    interval_s: float | Callable[[], float],
+    error_type: Any,  # Ray Serve LLM's ErrorResponse (vLLM's types load only there)
+) -> AsyncIterator[Any]:
+    """The engine's answer (`started`: Ray Serve LLM's `chat` or `completions` call) as the
+    messages `ServiceLLMServer.openai` yields: the server-sent-event strings of one
+    gathered batch joined into one; an error or a whole response as a JSON object."""
+    async with aclosing(coalesced(await started, interval_s)) as batches:  # closed: vLLM aborts
+        async for batch in batches:
+            events: list[str] = []
+            for item in batch:
+                for part in item if isinstance(item, list) else [item]:
+                    if isinstance(part, str):
+                        events.append(part)
+                        continue
+                    if events:
+                        yield "".join(events)
+                        events = []
+                    if isinstance(part, error_type):
+                        yield {"error": part.error.model_dump()}
+                    else:
+                        yield part.model_dump(mode="json")
+            if events:
+                yield "".join(events)
 
 
 def launch(app_name: str, config: dict[str, Any]) -> str:

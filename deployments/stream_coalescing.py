@@ -1,4 +1,5 @@
-"""Streamed items gathered into fewer messages, without delaying the first.
+"""Streamed items gathered into fewer messages, without delaying the first; and an
+acknowledgement only where the first is slow to come.
 
 Importable by both interpreters (standard library only): the LLM replica
 (`deployments.llm_server`, in the LLM environment) uses it; the unit tests run it in the
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from typing import TypeVar
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 async def coalesced(
@@ -31,7 +34,7 @@ async def coalesced(
     interval_s: float | Callable[[], float],
     *,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-) -> AsyncIterator[list[T]]:
+) -> AsyncGenerator[list[T], None]:
     """`items` as lists: at most one list per `interval_s`, the first at once (`sleep`
     waits out the rest of an interval; tests pass their own). `interval_s` may be a
     function, asked at every wait: an interval that follows the load.
@@ -91,3 +94,35 @@ async def _until_either(wait: Awaitable[object], reader: asyncio.Task[None]) -> 
     finally:
         if not timer.done():
             timer.cancel()
+
+
+async def acknowledged(
+    items: AsyncIterator[T], after_s: float, ack: A
+) -> AsyncGenerator[T | A, None]:
+    """`items`, after `ack` if the first item has not come within `after_s`.
+
+    Whoever waits for the first message hears within `after_s` that the work began (so a
+    bound on that wait never cuts a long answer short), and a quick answer costs no
+    message more: the first item is already under way while the wait runs. Closing this
+    generator early closes `items`.
+    """
+    first: asyncio.Future[T] = asyncio.ensure_future(anext(items))
+    try:
+        done, _ = await asyncio.wait({first}, timeout=after_s)
+        if not done:
+            yield ack
+        try:
+            item = await first
+        except StopAsyncIteration:
+            return
+        yield item
+        async for item in items:
+            yield item
+    finally:
+        if not first.done():
+            first.cancel()
+            with suppress(asyncio.CancelledError, StopAsyncIteration):
+                await first
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()

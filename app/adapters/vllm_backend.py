@@ -34,9 +34,10 @@ in the LLM environment (`deployments.llm_launch.launch`)."""
 log = logging.getLogger(__name__)
 
 ACCEPTED = {"object": "ml-service.accepted"}
-"""What an engine's replica yields first when it takes a request
-(`deployments.llm_server.ACCEPTED`, in the LLM environment): `first_answer_timeout_s`
-bounds the wait for it, not the generation that follows."""
+"""What an engine's replica yields first when it took a request and the answer has not
+begun within 50 ms (`deployments.llm_server.ACCEPTED`, in the LLM environment; a quick
+answer comes without it): `first_answer_timeout_s` bounds the wait for the first item,
+not the generation that follows."""
 
 FAILURE = "ml-service.engine-failure"
 """How a replica names a failed generation (`deployments.llm_server.FAILURE`): the message
@@ -302,7 +303,7 @@ class VllmBackend:
                     f"within {self._config.first_answer_timeout_s:g} s (it may be being "
                     "replaced); retry shortly.",
                 ) from None
-            if first != ACCEPTED:  # a replica of a build before the acknowledgement
+            if first != ACCEPTED:  # the answer began at once: no acknowledgement came
                 yield first
             async for item in responses:  # the generation: as long as max_tokens takes
                 yield item

@@ -1,5 +1,6 @@
-"""`deployments.stream_coalescing.coalesced`: the LLM replica's gathering of streamed
-tokens (the first at once, then at most one message per interval)."""
+"""`deployments.stream_coalescing`: the LLM replica's gathering of streamed tokens (the
+first at once, then at most one message per interval), and its acknowledgement of a
+request whose answer is slow to begin."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from deployments.stream_coalescing import coalesced
+from deployments.stream_coalescing import acknowledged, coalesced
 
 INTERVAL_S = 3600.0  # the tests' sleep is gated, never real: no item comes "too late"
 DEADLINE_S = 10.0  # a hang guard on every wait for an event
@@ -171,5 +172,87 @@ def test_closing_the_stream_early_cancels_the_source() -> None:
         await stream.aclose()
         await asyncio.wait_for(source.cancelled.wait(), DEADLINE_S)
         return source.cancelled.is_set()
+
+    assert asyncio.run(run())
+
+
+ACK = "accepted"
+
+
+class Answer:
+    """Yields 1 and 2 once `go` is set (at once if it is set from the start), or fails with
+    `failure` instead; records its end (`closed`)."""
+
+    def __init__(self, *, go: bool = True, failure: Exception | None = None) -> None:
+        self.go = asyncio.Event()
+        if go:
+            self.go.set()
+        self.failure = failure
+        self.closed = asyncio.Event()
+
+    async def items(self) -> AsyncIterator[int]:
+        try:
+            await self.go.wait()
+            if self.failure is not None:
+                raise self.failure
+            yield 1
+            yield 2
+        finally:
+            self.closed.set()
+
+
+async def drain(stream: AsyncIterator[object]) -> list[object]:
+    return [item async for item in stream]
+
+
+def test_an_answer_that_begins_within_the_wait_comes_without_an_acknowledgement() -> None:
+    async def run() -> list[object]:
+        answer = Answer()
+        return await asyncio.wait_for(
+            drain(acknowledged(answer.items(), INTERVAL_S, ACK)), DEADLINE_S
+        )
+
+    assert asyncio.run(run()) == [1, 2]
+
+
+def test_an_answer_slow_to_begin_is_acknowledged_first() -> None:
+    async def run() -> list[object]:
+        answer = Answer(go=False)  # begins only once the acknowledgement is out
+        stream = acknowledged(answer.items(), 0, ACK)
+        got = [await asyncio.wait_for(anext(stream), DEADLINE_S)]
+        answer.go.set()
+        return got + await asyncio.wait_for(drain(stream), DEADLINE_S)
+
+    assert asyncio.run(run()) == [ACK, 1, 2]
+
+
+def test_an_empty_answer_and_a_failed_one_end_as_they_are() -> None:
+    async def empty() -> AsyncIterator[int]:
+        return
+        yield 0
+
+    async def run() -> list[object]:
+        return await asyncio.wait_for(drain(acknowledged(empty(), INTERVAL_S, ACK)), DEADLINE_S)
+
+    assert asyncio.run(run()) == []
+
+    async def failing() -> list[object]:
+        answer = Answer(failure=RuntimeError("engine died"))
+        return await asyncio.wait_for(
+            drain(acknowledged(answer.items(), INTERVAL_S, ACK)), DEADLINE_S
+        )
+
+    with pytest.raises(RuntimeError, match="engine died"):
+        asyncio.run(failing())
+
+
+def test_closing_after_the_acknowledgement_closes_the_answer_still_to_begin() -> None:
+    async def run() -> bool:
+        answer = Answer(go=False)  # never begins
+        stream = acknowledged(answer.items(), 0, ACK)
+        assert await asyncio.wait_for(anext(stream), DEADLINE_S) == ACK
+        await asyncio.wait_for(stream.aclose(), DEADLINE_S)
+        await asyncio.wait_for(answer.closed.wait(), DEADLINE_S)
+        return answer.closed.is_set()
 
     assert asyncio.run(run())
