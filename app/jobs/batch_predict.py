@@ -132,7 +132,7 @@ def predict_dataset(
 
 def read_input(path: str, filesystem: Any) -> Any:
     """The input parquet file or directory as a dataset."""
-    return ray.data.read_parquet(path, filesystem=filesystem, ray_remote_args={"num_cpus": IO_CPUS})
+    return ray.data.read_parquet(path, filesystem=filesystem, num_cpus=IO_CPUS)
 
 
 def write_output(predictions: Any, path: str, filesystem: Any) -> None:
