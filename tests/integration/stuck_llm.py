@@ -32,8 +32,8 @@ class StuckLLMServer:
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
 class SlowLLMServer:
-    """Takes a request at once (`ACCEPTED`, as `ServiceLLMServer` does), answers after
-    `seconds`: a long generation."""
+    """Takes a request at once (`ACCEPTED`, as `ServiceLLMServer` does for an answer that
+    has not begun within 50 ms), answers after `seconds`: a long generation."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
