@@ -80,8 +80,9 @@ class ServiceLLMServer(LLMServer):
         try:
             every = (lambda: interval_s * self._streams) if interval_s > 0 else 0.0
             answer = _messages(method(request), every, ErrorResponse)
-            async for message in acknowledged(answer, ACK_AFTER_S, ACCEPTED):
-                yield message
+            async with aclosing(acknowledged(answer, ACK_AFTER_S, ACCEPTED)) as messages:
+                async for message in messages:  # closed early: the engine's request too
+                    yield message
         # A type that loads anywhere, named in its message; its traceback (Ray's error text)
         # keeps vLLM's, chained.
         except Exception as exc:

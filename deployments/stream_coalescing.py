@@ -123,6 +123,8 @@ async def acknowledged(
             first.cancel()
             with suppress(asyncio.CancelledError, StopAsyncIteration):
                 await first
+        elif not first.cancelled():
+            first.exception()  # retrieved: a failure after the consumer left is not "lost"
         close = getattr(items, "aclose", None)
         if close is not None:
             await close()

@@ -112,7 +112,7 @@ def test_when_the_source_ends_during_a_wait_what_came_goes_at_once() -> None:
     assert len(asked) == 1  # it did start to wait out the interval
 
 
-def test_an_interval_given_as_a_function_is_asked_at_each_wait() -> None:
+def test_an_interval_given_as_a_function_is_asked_when_the_stream_waits() -> None:
     async def run() -> tuple[list[list[int]], list[float], int]:
         sleep = GatedSleep()  # never opened: the source's end ends the wait
         asked = 0
@@ -254,5 +254,27 @@ def test_closing_after_the_acknowledgement_closes_the_answer_still_to_begin() ->
         await asyncio.wait_for(stream.aclose(), DEADLINE_S)
         await asyncio.wait_for(answer.closed.wait(), DEADLINE_S)
         return answer.closed.is_set()
+
+    assert asyncio.run(run())
+
+
+def test_closing_after_the_first_item_closes_the_answer() -> None:
+    async def run() -> bool:
+        closed = asyncio.Event()
+
+        async def endless() -> AsyncIterator[int]:
+            try:
+                yield 1
+                await asyncio.Event().wait()  # the rest of the answer never comes
+                yield 2
+            finally:
+                closed.set()
+
+        source = endless()  # held here: only the stream's close can end it, not the GC
+        stream = acknowledged(source, INTERVAL_S, ACK)
+        assert await asyncio.wait_for(anext(stream), DEADLINE_S) == 1
+        await asyncio.wait_for(stream.aclose(), DEADLINE_S)
+        await asyncio.wait_for(closed.wait(), DEADLINE_S)
+        return closed.is_set()
 
     assert asyncio.run(run())
