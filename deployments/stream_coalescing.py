@@ -45,11 +45,11 @@ async def coalesced(
     An exception of `items` is raised here after the items before it. A non-positive
     interval sends each item alone, as it comes.
     """
-    interval = interval_s if callable(interval_s) else lambda: interval_s
     if not callable(interval_s) and interval_s <= 0:
         async for item in items:
             yield [item]
         return
+    interval = interval_s if callable(interval_s) else lambda: interval_s
     queue: asyncio.Queue[tuple[T] | None] = asyncio.Queue()  # None: the source ended
 
     async def read() -> None:
