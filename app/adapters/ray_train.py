@@ -1,8 +1,10 @@
 """Distributed training with Ray Train's TorchTrainer over Ray Data.
 
 Each worker trains on its shard of the training set and sees the whole validation set;
-rank 0 logs every epoch's metrics to the MLflow run and saves a checkpoint (the model,
-the optimiser and the epoch) that Ray Train keeps in the artifact store. After a worker
+every epoch, rank 0 reports its metrics with a checkpoint (the model, the optimiser and
+the epoch) that Ray Train keeps in the artifact store, and Ray Train's controller logs
+the metrics to the MLflow run (`train_tracking.EpochLogger`: the workers never import
+MLflow). After a worker
 failure Ray Train restarts the workers, and the loop resumes from the last checkpoint.
 
 A worker reads its shard once, into standardised tensors, and trains every epoch on those
@@ -29,6 +31,7 @@ import ray
 import torch
 
 from app.adapters import torch_mlp
+from app.adapters.train_tracking import EPOCH, RESUMED_AT, EpochLogger
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,7 @@ SHARDS = "_shards"  # config key: {"train": [a ref per rank], "val": ref} of arr
 
 
 def mlp_train_loop(config: dict[str, Any]) -> None:
-    """The built-in trainers' loop (`train_loop_per_worker`)."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
+    """The built-in trainers' loop (`train_loop_per_worker`); `fit` logs what it reports."""
     ray.data.DataContext.get_current().enable_progress_bars = False
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -58,38 +58,30 @@ def mlp_train_loop(config: dict[str, Any]) -> None:
     )
     start = _resume(model, optimizer)
     epochs, batch_size = int(params.get("epochs", 5)), int(params.get("batch_size", 256))
-    mlflow = MlflowClient(config["tracking_uri"]) if rank == 0 else None
     train = Split("train", features, target, config)
     val = Split("val", features, target, config)
     if start:
         log.warning("rank %d resumes at epoch %d from the last checkpoint", rank, start)
-        if mlflow is not None:  # the run says so too (a log line is easy to miss)
-            mlflow.set_tag(config["run_id"], "mlservice.resumed_at_epoch", str(start))
     for epoch in range(start, epochs):
         began = time.perf_counter()
-        startup = {"startup_seconds": time.time() - config[SUBMITTED_AT]} if epoch == start else {}
+        first: dict[str, float] = {}
+        if epoch == start:
+            first["startup_seconds"] = time.time() - config[SUBMITTED_AT]
+            if start:  # the run says so too (a log line is easy to miss)
+                first[RESUMED_AT] = start
         loss, rows = torch_mlp.train_epoch(model, train.batches(batch_size), optimizer, trainer)
         metrics = {
-            **startup,
+            **first,
             "train_loss": loss,
             "epoch_seconds": time.perf_counter() - began,
             "rows_per_second": rows
             * context.get_world_size()
             / max(time.perf_counter() - began, 1e-9),
             **torch_mlp.evaluate(model, val.batches(4096), trainer),
+            EPOCH: epoch + 1,
         }
-        # checkpoint first: an epoch the run shows as done can be resumed from
+        # with the checkpoint: an epoch the run shows as done can be resumed from
         _report(epoch, metrics, model, optimizer, rank)
-        if mlflow is not None:
-            now = int(time.time() * 1000)
-            mlflow.log_batch(
-                config["run_id"],
-                metrics=[
-                    Metric(k, float(v), now, epoch)
-                    for k, v in {**metrics, "epoch": epoch + 1}.items()
-                ],
-                synchronous=True,
-            )
 
 
 class Split:
@@ -248,6 +240,13 @@ def fit(
             storage_filesystem=storage[0],
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=max_failures),
+            # the built-in loop reports its epochs; the controller logs them to MLflow (mypy
+            # reads `ray.train`'s V1 names, whose callbacks are Tune's; these are V2's)
+            callbacks=(
+                [EpochLogger(config["tracking_uri"], config["run_id"])]  # type: ignore[list-item]
+                if loop is mlp_train_loop
+                else None
+            ),
         ),
     )
     return trainer.fit()
