@@ -12,10 +12,14 @@
    against one process reading the same file with pandas, predicting chunk by chunk with
    the same class and writing parquet.
 
+3. Ray Tune: the tuning job's search with its trial processes reused (as the job runs
+   it) against a process per trial (Tune's default); no target, it shows what a trial's
+   process start costs.
+
 Prints each side and the ratios (Ray / baseline; above 1 means Ray is faster).
 
     .venv/bin/python benchmarks/training.py [--rows 200000] [--epochs 3] [--batch-size 256]
-        [--score-rows 1000000] [--rounds 2]
+        [--score-rows 1000000] [--rounds 2] [--trials 8] [--only training|tuning|batch]
 """
 
 import argparse
@@ -154,6 +158,71 @@ def training(args: argparse.Namespace, directory: Path, tracking_uri: str) -> li
             print(f"  Ray Train / plain on 2 CPUs: {ray_rps / plain_rps:.2f}x")
         verdicts.append(report.at_most(f"start-up, {workers} worker(s)", fit["startup"], 8, " s"))
     return verdicts
+
+
+def tuning(args: argparse.Namespace, directory: Path, tracking_uri: str) -> None:
+    """The tuning job's search (`ray_tune.run`): `--trials` random trials of 1 CPU, two at
+    a time, FIFO, 2 epochs each on 20,000 rows, with trial processes reused (as the job
+    runs it) and with a process per trial (Ray Tune's default). No target: it shows what a
+    trial's process start costs."""
+    import pyarrow.fs as pafs
+    from mlflow import MlflowClient
+
+    from app.adapters import ray_tune
+    from app.core.search_space import Searcher, parse
+    from app.samples import churn
+
+    frame = churn.generate(20_000, seed=1)
+    features = [c for c in frame.columns if c not in ("churned", "id")]
+    train, val = frame.iloc[:16_000], frame.iloc[16_000:]
+    client = MlflowClient(tracking_uri)
+    space = parse({"lr": {"loguniform": [0.001, 0.1]}}, Searcher.RANDOM)
+    print(f"tuning: {args.trials} random trials of 1 CPU, 2 at a time, 2 epochs on 16,000 rows")
+    seconds: dict[bool, float] = {}
+    # a first search of two trials, not timed, pays this process's own imports of Tune
+    for reuse, trials in ((False, 2), (False, args.trials), (True, args.trials)):
+        parent = client.create_run(client.create_experiment(f"bench-tune-{time.time_ns()}"))
+        setup = {
+            "trainer": "mlp_classifier",
+            "params": {**PARAMS, "epochs": 2},
+            "features": features,
+            "target": "churned",
+            "mean": [float(train[f].mean()) for f in features],
+            "std": [float(train[f].std()) for f in features],
+            "tracking_uri": tracking_uri,
+            "experiment_id": parent.info.experiment_id,
+            "parent_run_id": parent.info.run_id,
+            "job_id": "bench",
+        }
+        began = time.perf_counter()
+        results = ray_tune.run(
+            space,
+            Searcher.RANDOM,
+            setup,
+            train,
+            val,
+            metric="val_loss",
+            mode="min",
+            num_samples=trials,
+            max_concurrent=2,
+            scheduler={"kind": "fifo"},
+            seed=0,
+            cpus_per_trial=1,
+            storage=(pafs.LocalFileSystem(), str(directory / "tune")),
+            name=f"bench-tune-{time.time_ns()}",
+            reuse_actors=reuse,
+        )
+        elapsed = time.perf_counter() - began
+        errors = [r.error for r in results if r.error]
+        if errors or len(results) != trials:
+            raise RuntimeError(f"tuning failed: {errors[:1]}")
+        wait_for_cpus(2)
+        if trials != args.trials:
+            continue
+        seconds[reuse] = elapsed
+        way = "reused" if reuse else "one per trial (Tune's default)"
+        print(f"  trial processes {way:31s} {seconds[reuse]:6.1f} s")
+    print(f"  reused / one per trial: {seconds[True] / seconds[False]:.2f}x")
 
 
 def log_model(tracking_uri: str, features: list[str]) -> str:
@@ -298,7 +367,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="training batch size")
     parser.add_argument("--score-rows", type=int, default=1_000_000, help="batch rows")
     parser.add_argument("--rounds", type=int, default=2, help="batch inference rounds")
-    parser.add_argument("--only", choices=("training", "batch"), help="run one part")
+    parser.add_argument("--trials", type=int, default=8, help="tuning trials")
+    parser.add_argument("--only", choices=("training", "batch", "tuning"), help="run one part")
     args = parser.parse_args()
     PARAMS["batch_size"] = args.batch_size
 
@@ -319,6 +389,8 @@ def main() -> None:
     verdicts = []
     if args.only in (None, "training"):
         verdicts += training(args, directory, tracking_uri)
+    if args.only in (None, "tuning"):
+        tuning(args, directory, tracking_uri)
     if args.only in (None, "batch"):
         verdicts += batch(args, directory, tracking_uri)
     ray.shutdown()

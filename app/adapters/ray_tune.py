@@ -1,9 +1,10 @@
 """Hyperparameter search with Ray Tune: grid, random or Bayesian (Optuna TPE), with ASHA.
 
-Every trial trains the built-in MLP in its own process on the (shared, object-store)
-training and validation frames, reports each epoch to Tune with a checkpoint, and logs to
-its own child MLflow run under the tuning run (tagged `mlflow.parentRunId`): trials never
-share a run, so concurrent trials cannot collide on params.
+Every trial trains the built-in MLP in a trial process of its own (which the next trial
+reuses: `reuse_actors`) on the (shared, object-store) training and validation frames,
+reports each epoch to Tune with a checkpoint, and logs to its own child MLflow run under
+the tuning run (tagged `mlflow.parentRunId`): trials never share a run, so concurrent
+trials cannot collide on params.
 """
 
 from __future__ import annotations
@@ -117,8 +118,10 @@ def run(
     storage: tuple[Any, str],
     name: str,
     resources: dict[str, float] | None = None,
+    reuse_actors: bool = True,
 ) -> Any:
-    """Run the search; the ResultGrid."""
+    """Run the search; the ResultGrid. `reuse_actors`: a finished trial's process runs the
+    next trial (False: Tune's default, a process per trial; benchmarks/training.py)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -161,6 +164,10 @@ def run(
             search_alg=search_alg,
             scheduler=chosen,
             max_concurrent_trials=max_concurrent,
+            # a finished trial's process runs the next one: its start (Python, Ray, torch
+            # and MLflow imported) is paid once per concurrent trial, not once per trial;
+            # each trial builds its model, optimiser and MLflow run anew
+            reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage[1], storage_filesystem=storage[0]
