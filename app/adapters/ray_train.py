@@ -4,8 +4,8 @@ Each worker trains on its shard of the training set and sees the whole validatio
 every epoch, rank 0 reports its metrics with a checkpoint (the model, the optimiser and
 the epoch) that Ray Train keeps in the artifact store, and Ray Train's controller logs
 the metrics to the MLflow run (`train_tracking.EpochLogger`: the workers never import
-MLflow). After a worker
-failure Ray Train restarts the workers, and the loop resumes from the last checkpoint.
+MLflow). After a worker failure Ray Train restarts the workers, and the loop resumes from
+the last checkpoint.
 
 A worker reads its shard once, into standardised tensors, and trains every epoch on those
 (`Split`): Ray Data's per-batch iteration costs more than the training step itself for a
@@ -43,7 +43,7 @@ SHARDS = "_shards"  # config key: {"train": [a ref per rank], "val": ref} of arr
 # one report from each worker, and a worker's next report waits until the last was taken
 # (a queue of one); the controller also sees the workers start and finish at a poll. At
 # 2 s a fit of short epochs waited about 2 s an epoch and as long again at its start and
-# end: 3 epochs of 0.3 s took 16.4 s a fit, 8.7 s at 0.25 s (benchmarks/training.py).
+# end: 3 epochs of 0.3 s took 16.4 s a fit, 8.7-10.1 s at 0.25 s (benchmarks/training.py).
 # The controller passes the variable on to its process; set it to choose another.
 POLL_INTERVAL_S = 0.25
 POLL_INTERVAL_VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
