@@ -474,3 +474,38 @@ def test_a_stuck_probe_is_waited_for_not_started_again(
     assert wait_for(
         lambda: client.get(f"{BASE}/health").json()["ready"], "the probe did not recover"
     )
+
+
+def test_a_def_endpoint_runs_on_threads_that_outlive_its_request() -> None:
+    """AnyIO ends the worker thread of a `def` endpoint with the request's task where the
+    loop has no root task (a Ray Serve replica's); the API keeps its own threads."""
+    from collections.abc import Awaitable, Callable
+    from contextvars import ContextVar
+
+    from fastapi import APIRouter, FastAPI, Request, Response
+
+    from app.api.security import PUBLIC
+
+    seen: ContextVar[str] = ContextVar("seen", default="unset")
+    router = APIRouter(route_class=GuardedRoute)
+
+    @router.get("/where", openapi_extra=PUBLIC)
+    def where(q: int) -> dict[str, object]:
+        return {"thread": threading.current_thread().name, "q": q, "seen": seen.get()}
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def mark(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        seen.set("by the middleware")  # the endpoint runs in a copy of the request's context
+        return await call_next(request)
+
+    app.include_router(router)
+    with TestClient(app) as client:
+        answers = [client.get("/where", params={"q": i}).json() for i in range(3)]
+    assert [a["q"] for a in answers] == [0, 1, 2]
+    assert {a["thread"] for a in answers} == {answers[0]["thread"]}  # one thread, kept
+    assert answers[0]["thread"].startswith("api")
+    assert {a["seen"] for a in answers} == {"by the middleware"}
