@@ -299,7 +299,11 @@ def test_a_worker_node_lost_mid_training_resumes_from_the_s3_checkpoint(
     site: Site, report: Report
 ) -> None:
     spec = yaml.safe_load((ROOT / "configs" / "training" / "churn_mlp.yaml").read_text())
-    spec["params"]["epochs"] = 12  # long enough to be killed in the middle
+    # long enough to be killed in the middle: 24 epochs of about a second each (20,000
+    # rows in batches of 256 take 0.05 s an epoch, over before the kill lands; the kill
+    # has landed 6-7 epochs after the second here)
+    spec["dataset"]["generate"]["rows"] = 120_000
+    spec["params"].update({"epochs": 24, "batch_size": 64, "hidden": [64, 64]})
     spec["scaling"] = {"num_workers": 1, "cpus_per_worker": 0.5}
     spec["register"] = {"model": "churn-cluster", "description": "survives a lost node"}
     job_id = site.ok("POST", "/training/submit", json=spec)["job_id"]
