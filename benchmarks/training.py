@@ -162,7 +162,7 @@ def training(args: argparse.Namespace, directory: Path, tracking_uri: str) -> li
 
 def tuning(args: argparse.Namespace, directory: Path, tracking_uri: str) -> None:
     """The tuning job's search (`ray_tune.run`): `--trials` random trials of 1 CPU, two at
-    a time, FIFO, 2 epochs each on 20,000 rows, with trial processes reused (as the job
+    a time, FIFO, 2 epochs each on 16,000 rows, with trial processes reused (as the job
     runs it) and with a process per trial (Ray Tune's default). No target: it shows what a
     trial's process start costs."""
     import pyarrow.fs as pafs
