@@ -10,7 +10,8 @@
    OpenAI server (`python -m vllm.entrypoints.openai.api_server`, from .venv-llm) on
    the same model directory and settings (enforce_eager). Streamed completions of exactly
    `--tokens` tokens (ignore_eos), rounds alternating: time to first token (p50) and
-   output tokens/s (median), and the ratios service/direct. Then where the service's
+   output tokens/s (median), the time per token after the first, the CPU seconds of each
+   busy process during each round, and the ratios service/direct. Then where the service's
    time over vLLM goes: one-token completions, not streamed, by each way in (vLLM over
    HTTP, the service over HTTP, the ingress's own Serve handle call made from this
    process) and the hops alone (a handle call with no engine work, HTTP health checks).
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -126,6 +128,66 @@ def stream_once(
     return first - started, total, tokens
 
 
+def cpu_seconds(direct_pid: int) -> dict[int, tuple[str, float]]:
+    """Every process's (label, CPU seconds so far, user + system): vLLM's own server's
+    processes marked `direct:`, Ray's workers by their title without the running method."""
+    try:
+        direct = {direct_pid} | {c.pid for c in psutil.Process(direct_pid).children(True)}
+    except psutil.NoSuchProcess:
+        direct = set()
+    found: dict[int, tuple[str, float]] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        times, cmdline = proc.info["cpu_times"], proc.info["cmdline"] or []
+        if times is None:
+            continue
+        if cmdline and cmdline[0].startswith("ray::"):
+            label = cmdline[0].split(".")[0]  # ray::Actor.method -> ray::Actor
+        elif proc.pid == os.getpid():
+            label = "this benchmark (the clients)"
+        else:
+            label = str(proc.info["name"])
+        if proc.pid in direct:
+            label = f"direct: {label}"
+        found[proc.pid] = (label, times.user + times.system)
+    return found
+
+
+def print_busy(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> None:
+    """The kinds of process that used at least 3% of a core between two `cpu_seconds`."""
+    used: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        used[label] = used.get(label, 0.0) + seconds - before.get(pid, (label, 0.0))[1]
+    busy = sorted(((v, k) for k, v in used.items() if v >= 0.03 * wall_s), reverse=True)
+    print("      CPU: " + ", ".join(f"{k[:40]} {v / wall_s:.0%}" for v, k in busy), flush=True)
+
+
+def settle(quiet_share: float = 0.05, window_s: float = 0.25, deadline_s: float = 15.0) -> None:
+    """Wait until vLLM's processes (both engines') use under `quiet_share` of a core.
+
+    After a round, vLLM's workers poll their shared-memory queue in a busy loop for a
+    second (`shm_broadcast`'s `busy_loop_s`), which takes CPU from whatever runs next on
+    2 cores: the next round starts when both engines are idle."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        engines = [p for p in psutil.process_iter(["name"]) if "VLLM" in (p.info["name"] or "")]
+        before = [_cpu_s(p) for p in engines]
+        time.sleep(window_s)
+        used = sum(_cpu_s(p) - b for p, b in zip(engines, before, strict=True))
+        if used < quiet_share * window_s:
+            return
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    """The process's CPU seconds so far (user + system); 0 once it is gone."""
+    try:
+        times = proc.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
 def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.Namespace) -> None:
     import mlflow
 
@@ -217,29 +279,39 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                 tokens.header(Role.VIEWER),
             ),
         }
-        results: dict[str, dict[str, list[float]]] = {w: {"ttft": [], "tps": []} for w in ways}
+        fields = ("ttft", "tps", "itl")
+        results: dict[str, dict[str, list[float]]] = {w: {f: [] for f in fields} for w in ways}
         with httpx.Client(timeout=300) as http:
             for url, headers in ways.values():  # warm up
                 for _ in range(3):
                     stream_once(http, url, headers, request)
             for clients in (1, 4):
                 for round_no in range(1, args.rounds + 1):
-                    for name, (url, headers) in ways.items():
+                    # who goes first flips every round: each way also sees the other's wake
+                    for name, (url, headers) in list(ways.items())[:: 1 if round_no % 2 else -1]:
 
                         def one(_: int, url: str = url, headers: dict[str, str] = headers) -> Any:
                             return stream_once(http, url, headers, request)
 
+                        settle()
+                        cpu_before, started = cpu_seconds(direct.pid), time.perf_counter()
                         with ThreadPoolExecutor(clients) as pool:
                             samples = list(pool.map(one, range(args.llm_requests)))
+                        wall_s = time.perf_counter() - started
                         ttft = statistics.median(s[0] for s in samples) * 1000
                         tps = statistics.median(s[2] / s[1] for s in samples)
+                        # after the first token: ms per further token
+                        itl = statistics.median((s[1] - s[0]) / (s[2] - 1) for s in samples) * 1000
                         results[name]["ttft"].append(ttft)
                         results[name]["tps"].append(tps)
+                        results[name]["itl"].append(itl)
                         print(
                             f"round {round_no} {clients} client(s) {name:8s} TTFT p50 "
-                            f"{ttft:6.1f} ms   {tps:6.1f} tokens/s per stream",
+                            f"{ttft:6.1f} ms   {tps:6.1f} tokens/s per stream   "
+                            f"then {itl:5.2f} ms/token",
                             flush=True,
                         )
+                        print_busy(cpu_before, cpu_seconds(direct.pid), wall_s)
                 med = {
                     n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()
                 }
@@ -249,7 +321,10 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                     f"{args.llm_requests} requests x {args.rounds} rounds (medians)"
                 )
                 for name, m in med.items():
-                    print(f"  {name:8s} TTFT p50 {m['ttft']:6.1f} ms   {m['tps']:6.1f} tokens/s")
+                    print(
+                        f"  {name:8s} TTFT p50 {m['ttft']:6.1f} ms   {m['tps']:6.1f} tokens/s   "
+                        f"then {m['itl']:5.2f} ms/token"
+                    )
                 report.at_most(
                     f"TTFT service / direct, {clients} stream(s)", svc["ttft"] / dir_["ttft"], 1.3
                 )
@@ -257,7 +332,7 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                     f"tokens/s service / direct, {clients} stream(s)", svc["tps"] / dir_["tps"], 0.9
                 )
                 print(flush=True)
-                results = {w: {"ttft": [], "tps": []} for w in ways}
+                results = {w: {f: [] for f in fields} for w in ways}
         llm_hops(base, tokens.header(Role.VIEWER), direct_url, version, args.hop_calls)
     finally:
         direct.terminate()
