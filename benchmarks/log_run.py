@@ -9,9 +9,10 @@ measures the two ways to log the same run:
 
 Latency (the target's p50): `--runs` pairs of calls, one of each way, interleaved call by
 call (the order flips every pair), so both ways see the same machine: on these noisy
-machines the speed drifts within a minute. For comparison, the p50 of `--runs` calls of
-each way back to back is printed too (the baseline's calls then follow each other in one
-process, hot in the CPU's caches, where the ingress's calls never do: see README).
+machines the speed drifts within a minute. Each way's p50 is also split by the call just
+before (one of its own way, or of the other: a call after the other way's is 1-2 ms
+slower, see README), and the p50 of `--runs` calls of each way back to back is printed
+too, without a target.
 
 Throughput: `--burst` runs with `--clients` in parallel, each way in turn, on a pool of
 client threads and connections kept across rounds (a short burst mostly measures its own
@@ -76,16 +77,22 @@ def back_to_back(fn: Callable[[int], None], runs: int) -> list[float]:
 
 def paired(
     service: Callable[[int], None], baseline: Callable[[int], None], pairs: int
-) -> tuple[list[float], list[float]]:
-    """Latencies (ms) of `pairs` calls of each way, interleaved call by call; which way
-    goes first flips every pair."""
-    times: dict[Callable[[int], None], list[float]] = {service: [], baseline: []}
+) -> dict[Callable[[int], None], dict[str, list[float]]]:
+    """Latencies (ms) of `pairs` calls of each way, interleaved call by call, all of them
+    and split by what came just before: the order flips every pair (B S, S B, B S...),
+    so a pair's first call follows one of its own way and its second one of the other."""
+    times: dict[Callable[[int], None], dict[str, list[float]]] = {
+        fn: {"all": [], "after_own": [], "after_other": []} for fn in (service, baseline)
+    }
     for i in range(pairs):
-        for fn in (service, baseline) if i % 2 else (baseline, service):
+        for position, fn in enumerate((service, baseline) if i % 2 else (baseline, service)):
             started = time.perf_counter()
             fn(i)
-            times[fn].append((time.perf_counter() - started) * 1000)
-    return times[service], times[baseline]
+            elapsed = (time.perf_counter() - started) * 1000
+            times[fn]["all"].append(elapsed)
+            if i:
+                times[fn]["after_other" if position else "after_own"].append(elapsed)
+    return times
 
 
 def throughput(fn: Callable[[int], None], runs: int, pool: ThreadPoolExecutor) -> float:
@@ -154,15 +161,24 @@ def run(service: Service, tokens: Tokens, args: argparse.Namespace) -> int:
         throughput(fn, args.clients * 4, pool)
 
     results: dict[str, dict[str, list[float]]] = {
-        name: {"p50": [], "p95": [], "rps": [], "p50_back_to_back": []}
+        name: {
+            "p50": [],
+            "p95": [],
+            "rps": [],
+            "p50_back_to_back": [],
+            "p50_after_own": [],
+            "p50_after_other": [],
+        }
         for name in ("service", "baseline")
     }
     ways = {"service": via_service, "baseline": via_mlflow}
     for round_no in range(1, args.rounds + 1):
-        latencies = dict(zip(ways, paired(via_service, via_mlflow, args.runs), strict=True))
-        for name in ways:
-            results[name]["p50"].append(statistics.median(latencies[name]))
-            results[name]["p95"].append(percentile(latencies[name], 0.95))
+        latencies = paired(via_service, via_mlflow, args.runs)
+        for name, fn in ways.items():
+            results[name]["p50"].append(statistics.median(latencies[fn]["all"]))
+            results[name]["p95"].append(percentile(latencies[fn]["all"], 0.95))
+            for after in ("after_own", "after_other"):
+                results[name][f"p50_{after}"].append(statistics.median(latencies[fn][after]))
         for name, fn in list(ways.items())[:: 1 if round_no % 2 else -1]:  # who goes first flips
             results[name]["p50_back_to_back"].append(statistics.median(back_to_back(fn, args.runs)))
             results[name]["rps"].append(throughput(fn, args.burst, pool))
@@ -170,7 +186,9 @@ def run(service: Service, tokens: Tokens, args: argparse.Namespace) -> int:
             r = {k: v[-1] for k, v in results[name].items()}
             print(
                 f"round {round_no} {name:8s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  "
-                f"{r['rps']:6.1f} runs/s   (back to back: p50 {r['p50_back_to_back']:.1f} ms)",
+                f"{r['rps']:6.1f} runs/s   (p50 after its own way {r['p50_after_own']:.1f}, "
+                f"after the other {r['p50_after_other']:.1f}; back to back "
+                f"{r['p50_back_to_back']:.1f} ms)",
                 flush=True,
             )
     pool.shutdown()
@@ -185,7 +203,8 @@ def run(service: Service, tokens: Tokens, args: argparse.Namespace) -> int:
         m = med[name]
         print(
             f"  {name:8s} p50 {m['p50']:7.1f} ms   p95 {m['p95']:7.1f} ms   {m['rps']:6.1f} runs/s"
-            f"   back to back: p50 {m['p50_back_to_back']:.1f} ms"
+            f"   p50 after its own way {m['p50_after_own']:.1f}, after the other "
+            f"{m['p50_after_other']:.1f}, back to back {m['p50_back_to_back']:.1f} ms"
         )
     svc, base = med["service"], med["baseline"]
     latency = f"p50 {svc['p50'] / base['p50']:.2f}x   p95 {svc['p95'] / base['p95']:.2f}x"
