@@ -9,7 +9,8 @@
    `--model-dir`) registered and deployed with backend vllm, against vLLM's own
    OpenAI server (`python -m vllm.entrypoints.openai.api_server`, from .venv-llm) on
    the same model directory and settings (enforce_eager). Streamed completions of exactly
-   `--tokens` tokens (ignore_eos), rounds alternating: time to first token (p50) and
+   `--tokens` tokens (ignore_eos), rounds alternating (the order flips every round; each
+   starts once both engines are idle): time to first token (p50) and
    output tokens/s (median), the time per token after the first, the CPU seconds of each
    busy process during each round, and the ratios service/direct. Then where the service's
    time over vLLM goes: one-token completions, not streamed, by each way in (vLLM over
@@ -287,7 +288,7 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                     stream_once(http, url, headers, request)
             for clients in (1, 4):
                 for round_no in range(1, args.rounds + 1):
-                    # who goes first flips every round: each way also sees the other's wake
+                    # the order flips every round
                     for name, (url, headers) in list(ways.items())[:: 1 if round_no % 2 else -1]:
 
                         def one(_: int, url: str = url, headers: dict[str, str] = headers) -> Any:
@@ -301,7 +302,8 @@ def llm_service_vs_direct(base: str, tokens: Any, workdir: Path, args: argparse.
                         ttft = statistics.median(s[0] for s in samples) * 1000
                         tps = statistics.median(s[2] / s[1] for s in samples)
                         # after the first token: ms per further token
-                        itl = statistics.median((s[1] - s[0]) / (s[2] - 1) for s in samples) * 1000
+                        itl = statistics.median((s[1] - s[0]) / max(s[2] - 1, 1) for s in samples)
+                        itl *= 1000
                         results[name]["ttft"].append(ttft)
                         results[name]["tps"].append(tps)
                         results[name]["itl"].append(itl)
