@@ -53,7 +53,7 @@ def create_experiment(
 ) -> ExperimentPublic:
     """Create an experiment."""
     experiment, created = tracker.create_experiment(
-        body.to_domain(principal.name), idempotency_key, request_digest(body)
+        body.to_domain(principal.name), idempotency_key, request_digest(idempotency_key, body)
     )
     public = ExperimentPublic.of(experiment, context.api_base, context.mlflow_prefix)
     answer_creation(response, public.links.self, created)

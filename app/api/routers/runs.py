@@ -69,7 +69,7 @@ def log_run(
         experiment_id,
         body.to_domain(principal.name),
         idempotency_key,
-        request_digest(body, experiment_id),
+        request_digest(idempotency_key, body, experiment_id),
     )
     public = RunPublic.of(run, context.api_base, context.mlflow_prefix)
     answer_creation(response, public.links.self, created)
