@@ -3,8 +3,10 @@ and the canary controller.
 
 A plain class; the builder makes it a named, detached Ray actor like the registry.
 Routing tables and rollouts are stored on every change and reloaded on start; stats are
-merged from the ingress replicas' batches and stored every few seconds. Ingress replicas
-long-poll `tables_after` and route locally: no call to this actor per request.
+merged from the ingress replicas' batches and stored every few seconds (a restart loses
+what came after the last store: a rollout's step then counts from the stored stats, see
+`app.core.canary.resumed`). Ingress replicas long-poll `tables_after` and route locally:
+no call to this actor per request.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from typing import Any
 
 from actors.traffic_stats import TrafficStats
 from app.core.audit import EventType
-from app.core.canary import Action, Phase, Rollout, advance, judge_step, refuse_during_rollout
+from app.core.canary import (
+    Action,
+    Phase,
+    Rollout,
+    advance,
+    judge_step,
+    refuse_during_rollout,
+    resumed,
+)
 from app.core.deployment import DeploymentView, DeploySpec, ServingBatch, plan, step_table
 from app.core.feedback import Feedback
 from app.core.lifecycle import ModelStage
@@ -64,7 +74,17 @@ class Traffic:
         self._clock = clock
         state = self._store.load()
         self._tables = dict(state.tables)
-        self._rollouts = dict(state.rollouts)
+        self._rollouts = {
+            model: resumed(rollout, state.stats.get(model, {}))
+            for model, rollout in state.rollouts.items()
+        }
+        for model, rollout in self._rollouts.items():
+            if rollout != state.rollouts[model]:
+                log.warning(
+                    "%s: the serving stats stored last were behind its rollout's step (lost "
+                    "in a restart); the step's window counts from the stored stats",
+                    model,
+                )
         self._stats = TrafficStats(config, store, state, clock, gauges)
         self._revision = max((t.revision for t in self._tables.values()), default=0)
         self._epoch = secrets.token_hex(6)

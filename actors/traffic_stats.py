@@ -20,7 +20,7 @@ from app.core.feedback import Feedback, FeedbackRules, PredictionRef, outcome_of
 from app.core.gates import Evidence
 from app.core.routing import RoutingTable
 from app.core.serving_evidence import IntegrationRule, ab_evidence, drain, integration, verdicts
-from app.core.serving_stats import VariantStats, merge_all
+from app.core.serving_stats import VariantStats, merge_all, no_later_than
 from app.errors import ErrorCode, FieldError, InvalidInput
 from app.ports.serving import QualityGauges, TrafficState, TrafficStore
 from app.settings import ServingSettings
@@ -60,7 +60,12 @@ class TrafficStats:
         self._gauges = gauges
         self._stats = {m: dict(v) for m, v in state.stats.items()}
         self._p_values = dict(state.p_values)
-        self._starts = {k: dict(v) for k, v in state.starts.items()}
+        # an experiment's start no later than the stored stats (what came after the last
+        # store was lost in a restart: see `VariantStats.no_later_than`)
+        self._starts = {
+            (model, experiment): no_later_than(start, state.stats.get(model, {}))
+            for (model, experiment), start in state.starts.items()
+        }
         self._inflight: dict[str, dict[str, dict[str, tuple[int, float]]]] = {}
         self._shadow: dict[str, dict[str, tuple[int, int]]] = {}
         self._refs: OrderedDict[str, PredictionRef] = OrderedDict()

@@ -28,7 +28,7 @@ from typing import Any
 
 from app.core.abtest import confidence_interval
 from app.core.audit import EventType
-from app.core.serving_stats import LATENCY_BOUNDS_MS, VariantStats
+from app.core.serving_stats import LATENCY_BOUNDS_MS, VariantStats, no_later_than
 from app.errors import Conflict, ErrorCode
 
 LATENCY_SHARE_MARGIN = 0.05  # 5 more points of the canary's requests that slow
@@ -303,6 +303,18 @@ def advance(
         canary_snapshot=stats.get(rollout.canary, VariantStats()),
         reason=reason,
     ), EventType.ROLLOUT_STEP
+
+
+def resumed(rollout: Rollout, stored: Mapping[str, VariantStats]) -> Rollout:
+    """The rollout as a restarted controller judges it: its step's snapshots no later than
+    the stored stats (what came after the last store was lost, and a window from a
+    snapshot ahead of the stats would count it as negative: a baseline share below zero
+    once rolled a healthy canary back)."""
+    start = {rollout.baseline: rollout.baseline_snapshot, rollout.canary: rollout.canary_snapshot}
+    capped = no_later_than(start, stored)
+    return replace(
+        rollout, baseline_snapshot=capped[rollout.baseline], canary_snapshot=capped[rollout.canary]
+    )
 
 
 def refuse_during_rollout(rollout: Rollout | None) -> None:

@@ -87,6 +87,22 @@ class VariantStats:
             last_request_at=self.last_request_at,
         )
 
+    def no_later_than(self, stored: VariantStats) -> VariantStats:
+        """This snapshot, moved back to `stored` where it is ahead of it.
+
+        Cumulative stats only grow, so a snapshot ahead of the stored stats means the
+        stats it was taken from were lost (the traffic actor restarted between two stores):
+        a window from it would count the lost requests as negative. Counts take the
+        smaller of each; outcomes the earlier of the two.
+        """
+        return VariantStats(
+            requests=min(self.requests, stored.requests),
+            errors=min(self.errors, stored.errors),
+            latency=tuple(min(a, b) for a, b in zip(self.latency, stored.latency, strict=True)),
+            outcomes=self.outcomes if self.outcomes.n <= stored.outcomes.n else stored.outcomes,
+            last_request_at=min(self.last_request_at, stored.last_request_at),
+        )
+
     def with_outcome(self, value: float) -> VariantStats:
         """With one more feedback outcome."""
         return replace(self, outcomes=self.outcomes.add(value))
@@ -115,6 +131,17 @@ def one_request(latency_ms: float, ok: bool, at: float) -> VariantStats:
     counts = [0] * len(LATENCY_BOUNDS_MS)
     counts[latency_bucket(latency_ms)] = 1
     return VariantStats(1, 0 if ok else 1, tuple(counts), Outcomes(), at)
+
+
+def no_later_than(
+    snapshots: Mapping[str, VariantStats], stored: Mapping[str, VariantStats]
+) -> dict[str, VariantStats]:
+    """Per variant, each snapshot no later than the stored stats (see
+    `VariantStats.no_later_than`; a variant never stored counts as empty)."""
+    return {
+        name: value.no_later_than(stored.get(name, VariantStats()))
+        for name, value in snapshots.items()
+    }
 
 
 def merge_all(

@@ -1,6 +1,6 @@
 import random
 
-from app.core.canary import Action, CanaryPlan, judge_step
+from app.core.canary import Action, CanaryPlan, Phase, Rollout, judge_step, resumed
 from app.core.serving_stats import VariantStats, one_request
 
 
@@ -113,3 +113,41 @@ def test_an_aa_canary_is_rarely_rolled_back() -> None:
         )
         rollbacks += judge_step(PLAN, base, canary, 31).action is Action.ROLLBACK
     assert rollbacks <= 2  # alpha 1% per rollout (this is one look per run)
+
+
+def test_a_restarted_controller_never_counts_lost_requests_as_negative() -> None:
+    # CI's case: the traffic actor died after a canary step began and before the stats
+    # were stored again; the baseline's window (stats now minus the step's snapshot) went
+    # below zero in the slow buckets and a healthy canary was rolled back on latency
+    rng = random.Random(5)
+    stored = {"v1": window(2000, jitter=rng), "v3": window(100, jitter=rng)}
+    lost = window(30, latency_ms=20.0)  # the baseline's, after the last store
+    rollout = Rollout(
+        model="m",
+        baseline="v1",
+        canary="v3",
+        plan=PLAN,
+        step_index=0,
+        step_started_at=0.0,
+        phase=Phase.PROGRESSING,
+        baseline_snapshot=stored["v1"].merge(lost),
+        canary_snapshot=stored["v3"],
+        started_by="engineer",
+    )
+    after = {  # the traffic since the restart
+        "v1": stored["v1"].merge(window(600, jitter=rng)),
+        "v3": stored["v3"].merge(window(200, jitter=rng)),
+    }
+
+    def judged(rollout: Rollout) -> Action:
+        baseline = after["v1"].minus(rollout.baseline_snapshot)
+        canary = after["v3"].minus(rollout.canary_snapshot)
+        return judge_step(PLAN, baseline, canary, 31, baseline_history=after["v1"]).action
+
+    assert min(after["v1"].minus(rollout.baseline_snapshot).latency) < 0  # the bug
+    assert judged(rollout) is Action.ROLLBACK
+    restarted = resumed(rollout, stored)
+    assert restarted.baseline_snapshot == stored["v1"]  # moved back to what was stored
+    assert restarted.canary_snapshot == stored["v3"]  # was not ahead: unchanged
+    assert min(after["v1"].minus(restarted.baseline_snapshot).latency) >= 0
+    assert judged(restarted) is Action.ADVANCE

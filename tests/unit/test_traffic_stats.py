@@ -90,3 +90,40 @@ def test_feedback_racing_its_predictions_is_joined_exactly_once(tmp_path: Path) 
     assert {s for batch in statuses for s in batch} <= {"pending", "recorded"}
     assert sum(len(batch) for batch in statuses) == 40  # one status per label
     assert live.of("m")["v1"].outcomes.n == 40 and live.of("m")["v1"].outcomes.mean == 1.0
+
+
+def test_an_experiment_ahead_of_the_stored_stats_counts_from_the_stored_stats(
+    tmp_path: Path,
+) -> None:
+    # the actor stored an experiment's start, then died before the stats it was taken
+    # from were stored: the restarted actor's verdict must not count the lost outcomes
+    # as negative
+    store = SqlTrafficStore(f"sqlite:///{tmp_path / 'state.db'}")
+    table = RoutingTable(
+        "m",
+        1,
+        "salt",
+        Strategy.AB,
+        (Variant("v1", 1, 50.0, Role.PRIMARY), Variant("v2", 2, 50.0, Role.CANDIDATE)),
+        experiment="e1",
+    )
+    stored = {"v1": VariantStats(), "v2": VariantStats()}
+    for _ in range(10):
+        stored = {name: value.with_outcome(1.0) for name, value in stored.items()}
+    store.save_stats({"m": stored})
+    ahead = {name: value.with_outcome(0.0).with_outcome(0.0) for name, value in stored.items()}
+    store.save_table(table, "m", start=ahead)
+    live = TrafficStats(ServingSettings(), store, store.load(), Clock())
+    [verdict] = live.verdicts(table)
+    assert (verdict.baseline_outcomes, verdict.candidate_outcomes) == (0, 0)
+    refs = tuple(
+        PredictionRef(f"r{i}", "m", "v2", 2, 0.0, ({"0": 0.8, "1": 0.2},)) for i in range(3)
+    )
+    asyncio.run(live.record(ServingBatch("replica", refs=refs)))
+    assert (
+        asyncio.run(live.feedback([Feedback(r.request_id, label=0) for r in refs]))
+        == ["recorded"] * 3
+    )
+    [verdict] = live.verdicts(table)
+    assert (verdict.baseline_outcomes, verdict.candidate_outcomes) == (0, 3)
+    assert verdict.candidate_mean == 1.0
