@@ -82,6 +82,17 @@ class Service:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def deployment(self, model: str, until: Any, what: str, seconds: float = 30) -> dict[str, Any]:
+        """The model's deployment view once `until(view)` holds (stats and references
+        reach the traffic actor in batches)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            view = dict(self.get(f"/models/{model}/deployment").json())
+            if until(view):
+                return view
+            assert time.monotonic() < deadline, f"{what}: never seen in {seconds} s: {view}"
+            time.sleep(0.1)
+
     def log_run(self, **kwargs: Any) -> str:
         mlflow_settings = self.settings.mlflow
         return log_model_run(
@@ -192,6 +203,8 @@ def wait_for_phase(
         view = answer.json()
         if answer.status_code == 200 and view["rollout"] and view["rollout"]["phase"] == phase:
             return dict(view)
+        if answer.status_code == 200 and view["rollout"]:  # over, the other way: say so now
+            assert view["rollout"]["phase"] == "progressing", f"not {phase}: {view}"
         row = traffic[i % len(traffic)]
         service.post("/predict", {"model": model, "inputs": [row]}, Role.VIEWER)
         i += 1
@@ -261,7 +274,7 @@ def test_feedback_decides_the_ab_test_and_the_production_gate(service: Service) 
     service.deploy("upsell", strategy="replace", version=v1)
     for i in range(25):
         service.predict("upsell", ROWS[:1], f"warm-{i}")
-    time.sleep(0.5)
+    service.deployment("upsell", lambda view: view["variants"][0]["requests"] >= 25, "requests")
     # the first production version needs no waiver: its A/B gate is not applicable
     first = service.post("/models/upsell/promote", {"version": v1, "to": "production"})
     assert first.status_code == 200, first.text
@@ -281,11 +294,16 @@ def test_feedback_decides_the_ab_test_and_the_production_gate(service: Service) 
         {"request_id": a["request_id"], "outcome": float(rng.random() < truth[a["variant"]])}
         for a in answers
     ]
-    time.sleep(0.5)  # the prediction references reach the traffic actor
     response = service.post("/feedback", {"items": feedback})
     assert response.status_code == 202
     assert {r["status"] for r in response.json()["results"]} <= {"recorded", "pending"}
-    verdict = service.get("/models/upsell/deployment").json()["verdicts"][0]
+    # pending feedback is joined when its prediction's reference reaches the traffic actor
+    view = service.deployment(
+        "upsell",
+        lambda view: sum(v["outcomes"] for v in view["variants"]) == len(feedback),
+        "every outcome joined",
+    )
+    verdict = view["verdicts"][0]
     assert verdict["status"] == "winner" and verdict["winner"] == "v2", verdict
     assert verdict["srm_ok"] and verdict["confidence_interval"][0] > 0
 
@@ -342,6 +360,6 @@ def test_errors_are_clear(service: Service) -> None:
     assert wrong_width.status_code == 422 and wrong_width.json()["code"] == "validation_failed"
     assert wrong_width.json()["errors"][0]["field"] == "inputs[0]"
     assert "Traceback" not in wrong_width.text
-    time.sleep(0.5)  # a flush of the stats
-    variant = service.get("/models/broken/deployment").json()["variants"][0]
-    assert variant["errors"] == 0  # and it is not the version's error
+    service.predict("broken", ROWS[:1])  # counted in the same flush as those or a later one
+    view = service.deployment("broken", lambda view: view["variants"][0]["requests"] >= 1, "it")
+    assert view["variants"][0]["errors"] == 0  # and it is not the version's error

@@ -489,12 +489,18 @@ def test_train_on_a_feature_service_deploy_and_predict_by_entity_key(service: Se
     narrower = repo.customer_stats[["tenure_months", "monthly_charges"]]
     store.apply([FeatureService(name="churn_v1", features=[narrower])])
     try:
-        time.sleep(6)  # the replicas' registry cache
-        refused = service.http.post(
-            f"{BASE}/models/churn-features/deploy",
-            json={"strategy": "replace", "version": version},
-            headers=engineer,
-        )
+        # the replicas' registry cache (5 s) still knows the old service for a while:
+        # that deploy replaces the version by itself, which changes nothing
+        deadline = time.monotonic() + 60
+        while True:
+            refused = service.http.post(
+                f"{BASE}/models/churn-features/deploy",
+                json={"strategy": "replace", "version": version},
+                headers=engineer,
+            )
+            if refused.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert refused.status_code == 409, refused.text
         assert refused.json()["code"] == "feature_contract_broken"
     finally:
