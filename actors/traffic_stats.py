@@ -297,8 +297,11 @@ class TrafficStats:
         while True:
             await asyncio.sleep(self._config.stats_persist_s)
             self.snapshot()
+            # a copy of every model's dict: the thread reads it while this loop goes on
+            # (feedback can add a variant to a model's dict at any time)
+            stats = {model: dict(variants) for model, variants in self._stats.items()}
             try:
-                await asyncio.to_thread(self._store.save_stats, dict(self._stats))
+                await asyncio.to_thread(self._store.save_stats, stats)
             except Exception:
                 log.exception("could not store serving stats")
             try:
