@@ -21,6 +21,7 @@ from app.core.access import Role
 from app.settings import Settings
 from testkit.auth import Tokens
 from testkit.models import log_flaky_run, log_model_run
+from testkit.waiting import wait_for
 from tests.integration.actor_restarts import kill_and_wait_restarted
 from tests.integration.ml_app import running_ml_app
 
@@ -85,13 +86,13 @@ class Service:
     def deployment(self, model: str, until: Any, what: str, seconds: float = 30) -> dict[str, Any]:
         """The model's deployment view once `until(view)` holds (stats and references
         reach the traffic actor in batches)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            view = dict(self.get(f"/models/{model}/deployment").json())
-            if until(view):
-                return view
-            assert time.monotonic() < deadline, f"{what}: never seen in {seconds} s: {view}"
-            time.sleep(0.1)
+
+        def view() -> dict[str, Any]:
+            found = dict(self.get(f"/models/{model}/deployment").json())
+            assert until(found), found  # not yet: the last view names what was seen
+            return found
+
+        return wait_for(view, what, timeout_s=seconds, poll_s=0.1)
 
     def log_run(self, **kwargs: Any) -> str:
         mlflow_settings = self.settings.mlflow

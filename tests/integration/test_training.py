@@ -491,16 +491,16 @@ def test_train_on_a_feature_service_deploy_and_predict_by_entity_key(service: Se
     try:
         # the replicas' registry cache (5 s) still knows the old service for a while:
         # that deploy replaces the version by itself, which changes nothing
-        deadline = time.monotonic() + 60
-        while True:
-            refused = service.http.post(
+        def deploy() -> httpx.Response:
+            response = service.http.post(
                 f"{BASE}/models/churn-features/deploy",
                 json={"strategy": "replace", "version": version},
                 headers=engineer,
             )
-            if refused.status_code != 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+            assert response.status_code != 200, "the old feature service is still cached"
+            return response
+
+        refused = wait_for(deploy, "the narrower feature service seen", timeout_s=60, poll_s=0.5)
         assert refused.status_code == 409, refused.text
         assert refused.json()["code"] == "feature_contract_broken"
     finally:
